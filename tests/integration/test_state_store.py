@@ -1,0 +1,148 @@
+"""The same store contract checked against the in-memory fake and real Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from worker.config import RedisSettings, StateSettings
+from worker.errors import ConfigurationError, StateUnavailable
+from worker.policy.facts import FLAG_SET, FactKey, FactKind
+from worker.state import GenerationLost, ProgressConflict
+from worker.state.addressing import FactAddressing
+from worker.state.memory_store import MemoryStateStore
+from worker.state.redis_store import RedisStateStore
+
+EMAIL_FACT = FactKey("org-1", FactKind.EMAIL_OPT_OUT_ORGANIZATION, ("jane.doe@example.com",))
+PHONE_FACT = FactKey("org-1", FactKind.SMS_CONSENT, ("+15555550123",))
+OTHER_ORG_FACT = FactKey("org-2", FactKind.EMAIL_OPT_OUT_ORGANIZATION, ("jane.doe@example.com",))
+
+
+class FlushableRedisStore(RedisStateStore):
+    def flush(self) -> None:
+        self.clear()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request, settings, redis_client):
+    if request.param == "memory":
+        return MemoryStateStore()
+    return FlushableRedisStore(client=redis_client, addressing=FactAddressing(settings.state))
+
+
+def test_an_empty_store_has_no_generation_and_no_facts(store):
+    snapshot = store.read([EMAIL_FACT])
+    assert snapshot.facts == {EMAIL_FACT: None}
+    assert snapshot.status.generation is None
+    assert not snapshot.status.ready
+
+
+def test_a_generation_becomes_ready_when_progress_reaches_its_targets(store):
+    status = store.begin_generation({0: 2, 1: 0})
+    assert status.generation and not status.ready
+    status = store.commit(generation=status.generation, expected={}, progress={0: 1}, writes={EMAIL_FACT: FLAG_SET})
+    assert not status.ready
+    status = store.commit(generation=status.generation, expected={0: 1}, progress={0: 2}, writes={})
+    assert status.ready
+    assert store.status().progress == {0: 2}
+
+
+def test_a_generation_over_an_empty_topic_is_ready_at_once(store):
+    assert store.begin_generation({0: 0, 1: 0}).ready
+
+
+def test_begin_generation_keeps_an_existing_generation(store):
+    first = store.begin_generation({0: 5})
+    assert store.begin_generation({0: 9}).generation == first.generation
+
+
+def test_facts_are_scoped_by_organization(store):
+    status = store.begin_generation({})
+    store.commit(generation=status.generation, expected={}, progress={0: 1}, writes={EMAIL_FACT: FLAG_SET, PHONE_FACT: "in"})
+    snapshot = store.read([EMAIL_FACT, PHONE_FACT, OTHER_ORG_FACT])
+    assert snapshot.facts == {EMAIL_FACT: FLAG_SET, PHONE_FACT: "in", OTHER_ORG_FACT: None}
+    assert snapshot.status.progress == {0: 1}
+
+
+def test_a_commit_with_unexpected_progress_is_refused_and_writes_nothing(store):
+    status = store.begin_generation({})
+    store.commit(generation=status.generation, expected={}, progress={0: 3}, writes={})
+    with pytest.raises(ProgressConflict):
+        store.commit(generation=status.generation, expected={0: 1}, progress={0: 4}, writes={EMAIL_FACT: FLAG_SET})
+    assert store.read([EMAIL_FACT]).facts[EMAIL_FACT] is None
+    assert store.status().progress == {0: 3}
+
+
+def test_a_commit_after_the_store_was_emptied_reports_the_lost_generation(store):
+    status = store.begin_generation({})
+    store.flush()
+    with pytest.raises(GenerationLost):
+        store.commit(generation=status.generation, expected={}, progress={0: 1}, writes={EMAIL_FACT: FLAG_SET})
+    assert store.read([EMAIL_FACT]).facts[EMAIL_FACT] is None
+
+
+def test_redis_keys_and_fields_hold_no_personal_data(settings, redis_client):
+    store = RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state))
+    status = store.begin_generation({})
+    store.commit(generation=status.generation, expected={}, progress={0: 1}, writes={EMAIL_FACT: FLAG_SET, PHONE_FACT: "in"})
+    keys = list(redis_client.scan_iter(match=f"{settings.state.key_prefix}:*"))
+    assert len(keys) >= 2
+    for key in keys:
+        blob = key + b"".join(redis_client.hkeys(key)) if redis_client.type(key) == b"hash" else key
+        assert b"jane" not in blob and b"example" not in blob and b"5550123" not in blob and b"org-1" not in blob
+
+
+def test_one_batch_read_is_one_round_trip(settings, redis_client):
+    store = RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state))
+    facts = [FactKey("org-1", FactKind.EMAIL_OPT_OUT_USER, (f"user{i}@example.com", "u1")) for i in range(300)]
+    store.read(facts)  # loads the script
+    before = redis_client.info("commandstats")
+    store.read(facts)
+    after = redis_client.info("commandstats")
+
+    def calls(stats, name):
+        return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+
+    assert calls(after, "evalsha") - calls(before, "evalsha") == 1
+    assert calls(after, "hget") - calls(before, "hget") == 300  # inside the script, not separate round trips
+
+
+def test_a_store_written_with_another_secret_is_refused(settings, redis_client):
+    writer = RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state))
+    writer.begin_generation({})
+    other = StateSettings(key_prefix=settings.state.key_prefix, hash_secret="another-secret")
+    reader = RedisStateStore(client=redis_client, addressing=FactAddressing(other))
+    with pytest.raises(ConfigurationError, match="HASH_SECRET"):
+        reader.read([EMAIL_FACT])
+
+
+def test_a_redis_that_evicts_keys_is_refused(settings, redis_client):
+    store = RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state))
+    store.check()
+    original = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(ConfigurationError, match="noeviction"):
+            store.check()
+    finally:
+        redis_client.config_set("maxmemory-policy", original)
+
+
+def test_an_unreachable_redis_is_a_retryable_state_error(settings):
+    unreachable = RedisSettings(url="redis://127.0.0.1:1/0", connect_timeout_seconds=0.2)
+    store = RedisStateStore.from_settings(unreachable, settings.state)
+    with pytest.raises(StateUnavailable):
+        store.read([EMAIL_FACT])
+    with pytest.raises(StateUnavailable):
+        store.check()
+
+
+def test_stored_facts_cost_little_memory(settings, redis_client):
+    store = RedisStateStore(client=redis_client, addressing=FactAddressing(StateSettings(key_prefix=settings.state.key_prefix, buckets_per_org=64)))
+    status = store.begin_generation({})
+    count = 5000
+    writes = {FactKey("org-m", FactKind.EMAIL_OPT_OUT_ORGANIZATION, (f"person{i}@example.com",)): FLAG_SET for i in range(count)}
+    before = redis_client.info("memory")["used_memory"]
+    store.commit(generation=status.generation, expected={}, progress={0: 1}, writes=writes)
+    per_fact = (redis_client.info("memory")["used_memory"] - before) / count
+    assert per_fact <= 120, per_fact

@@ -1,0 +1,1 @@
+"""The gate: consume sends.requested → decide → produce, in Kafka transactions."""

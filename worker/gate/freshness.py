@@ -1,0 +1,72 @@
+"""Reading state the gate can trust: ready, same generation, and past the freshness barrier.
+
+SPEC §6.3 (no stale allow): before a batch is decided, the committed end
+offsets of ``preferences.changed`` are read; every preference event
+acknowledged before the batch's sends lies below them. The batch is decided
+only on state whose applied progress has reached those offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from worker.errors import StateNotReady
+from worker.kafka.offsets import CommittedEndOffsets
+from worker.metrics import Metrics
+from worker.policy.facts import FactKey
+from worker.state.store import Snapshot, StateStore, StoreStatus
+
+BARRIER_POLL_SECONDS = 0.002
+
+
+class FreshStateReader:
+    """One state round trip per batch in the steady state; waits (bounded) when behind."""
+
+    def __init__(
+        self, *, store: StateStore, end_offsets: CommittedEndOffsets, metrics: Metrics, barrier_timeout_seconds: float
+    ) -> None:
+        self._store = store
+        self._end_offsets = end_offsets
+        self._metrics = metrics
+        self._timeout = barrier_timeout_seconds
+
+    def read(self, keys: Iterable[FactKey]) -> Snapshot:
+        keys = list(keys)
+        barrier = self._end_offsets.read()
+        snapshot = self._store.read(keys)
+        self._require_ready(snapshot.status)
+        if snapshot.status.covers(barrier):
+            return snapshot
+        self._wait_for(barrier)
+        snapshot = self._store.read(keys)
+        self._require_ready(snapshot.status)
+        if not snapshot.status.covers(barrier):  # the store was reset meanwhile
+            raise StateNotReady("state fell behind the freshness barrier again")
+        return snapshot
+
+    def _wait_for(self, barrier: dict[int, int]) -> None:
+        started = time.monotonic()
+        self._metrics.barrier_waits.inc()
+        try:
+            while True:
+                status = self._store.status()
+                self._require_ready(status)
+                if status.covers(barrier):
+                    return
+                if time.monotonic() - started > self._timeout:
+                    behind = {p: (status.progress.get(p, 0), o) for p, o in barrier.items() if status.progress.get(p, 0) < o}
+                    raise StateNotReady(
+                        f"preference applier has not applied acknowledged events within {self._timeout}s "
+                        f"(partition: (applied, barrier) {behind})"
+                    )
+                time.sleep(BARRIER_POLL_SECONDS)
+        finally:
+            self._metrics.barrier_wait_seconds.observe(time.monotonic() - started)
+
+    @staticmethod
+    def _require_ready(status: StoreStatus) -> None:
+        if status.generation is None:
+            raise StateNotReady("state store is empty (no generation marker): waiting for the applier to rebuild it")
+        if not status.ready:
+            raise StateNotReady("state store is being rebuilt: waiting until it reaches its targets")

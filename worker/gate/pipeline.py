@@ -1,0 +1,353 @@
+"""The gate's run loop: a list of named steps, one Kafka transaction per commit interval.
+
+consume → decode → prepare → read fresh state (one round trip) → decide →
+produce → (on count or timer) send offsets + commit. Any retryable failure
+aborts the open transaction and rewinds to the committed offsets, so nothing
+is allowed on doubtful state and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from worker.codec import AvroCodec
+from worker.codec.errors import DecodeError
+from worker.config import Settings
+from worker.errors import DeadLetterBurst, KafkaFatal, RetryableError
+from worker.gate.freshness import FreshStateReader
+from worker.gate.outputs import OutputBuilder
+from worker.gate.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
+from worker.health import Health
+from worker.metrics import Metrics
+from worker.models import SendRequest
+from worker.policy.decision import DecisionPolicy
+from worker.runtime import Backoff, StopSignal
+
+logger = logging.getLogger(__name__)
+
+MASKED_DETAIL_LIMIT = 300
+
+
+@dataclass
+class GateProgress:
+    """Counts since start; read by tests, bench and the CLI."""
+
+    consumed: int = 0
+    allowed: int = 0
+    suppressed: int = 0
+    dead_lettered: int = 0
+    committed_transactions: int = 0
+    aborted_transactions: int = 0
+    fail_closed_pauses: int = 0
+    state_round_trips: int = 0
+    batches: int = 0
+
+
+class Gate:
+    """Decides every request of ``sends.requested`` exactly once."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        consumer: Consumer,
+        producer: Producer,
+        codec: AvroCodec,
+        state: FreshStateReader,
+        metrics: Metrics,
+        health: Health,
+        stop: StopSignal,
+    ) -> None:
+        self._settings = settings
+        self._gate = settings.gate
+        self._topics = settings.topics
+        self._consumer = consumer
+        self._producer = producer
+        self._codec = codec
+        self._state = state
+        self._metrics = metrics
+        self._health = health
+        self._stop = stop
+        self._policy = DecisionPolicy(default_phone_region=settings.state.default_phone_region)
+        self._outputs = OutputBuilder(
+            codec=codec, policy_version=self._gate.policy_version, gate_instance=self._gate.instance_id
+        )
+        self._backoff = Backoff(self._gate.backoff_initial_seconds, self._gate.backoff_max_seconds)
+        self._in_transaction = False
+        self._transaction_started = 0.0
+        self._transaction_messages = 0
+        self._next_offsets: dict[int, int] = {}
+        self._assigned: set[int] = set()
+        self._dead_letter_times: collections.deque[float] = collections.deque()
+        self.progress = GateProgress()
+
+    # -- run loop ---------------------------------------------------------
+    def run(self, *, max_messages: int | None = None, idle_exit_seconds: float | None = None) -> GateProgress:
+        """Run until stopped (or bounded by ``max_messages`` / ``idle_exit_seconds`` for tests and bench)."""
+        call_kafka(lambda: self._producer.init_transactions(30), what="init_transactions", metrics=self._metrics)
+        self._consumer.subscribe(
+            [self._topics.requested], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        last_message_at = time.monotonic()
+        try:
+            while not self._stop.is_set:
+                if max_messages is not None and self.progress.consumed >= max_messages and not self._in_transaction:
+                    break
+                try:
+                    had_messages = self._step()
+                except RetryableError as exc:
+                    self._fail_closed(exc)
+                    continue
+                now = time.monotonic()
+                if had_messages:
+                    last_message_at = now
+                elif idle_exit_seconds is not None and not self._in_transaction and now - last_message_at >= idle_exit_seconds:
+                    break
+            self._finish()
+        finally:
+            self._consumer.close()
+            self._producer.flush(5)
+        return self.progress
+
+    def _step(self) -> bool:
+        started = time.perf_counter()
+        messages = self._consumer.consume(self._gate.batch_max_messages, self._gate.poll_timeout_seconds)
+        self._metrics.batch_phase.labels(phase="consume").observe(time.perf_counter() - started)
+        messages = [m for m in messages if self._accept(m)]
+        if messages:
+            self._process(messages)
+        if self._in_transaction and self._commit_due():
+            self._commit()
+        self._health.mark_alive()
+        return bool(messages)
+
+    def _finish(self) -> None:
+        if self._in_transaction:
+            try:
+                self._commit()
+            except RetryableError as exc:
+                logger.warning("final commit failed; aborting", extra={"cause": str(exc)})
+                self._abort()
+
+    # -- one batch --------------------------------------------------------
+    def _process(self, messages: list[Message]) -> None:
+        phase = self._metrics.batch_phase
+        self._metrics.batch_size.observe(len(messages))
+        t0 = time.perf_counter()
+        decoded: list[tuple[Message, dict[str, Any], SendRequest]] = []
+        poison: list[tuple[Message, DecodeError | Exception]] = []
+        for message in messages:
+            try:
+                record = self._codec.decode("SendRequest", message.value())
+                decoded.append((message, record, SendRequest.from_record(record)))
+            except (DecodeError, KeyError, ValueError, TypeError) as exc:
+                poison.append((message, exc))
+        prepared = [self._policy.prepare(request) for _, _, request in decoded]
+        t1 = time.perf_counter()
+        phase.labels(phase="decode").observe(t1 - t0)
+
+        snapshot = self._state.read(key for p in prepared for key in p.keys)
+        self.progress.state_round_trips += 1
+        t2 = time.perf_counter()
+        phase.labels(phase="state").observe(t2 - t1)
+        self._health.set_ready(True)
+        self._backoff.reset()
+
+        self._begin_if_needed()
+        now_ms = int(time.time() * 1000)
+        decided_at = str(now_ms).encode()
+        state_text = snapshot.status.describe()
+        state_header = state_text.encode()
+        produce = self._producer.produce
+        counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        reason_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        bypasses: collections.Counter[str] = collections.Counter()
+        latency = self._metrics.decision_latency
+        for (message, record, request), ready in zip(decoded, prepared):
+            decision = self._policy.decide(ready, snapshot.facts)
+            if decision.allowed:
+                self._produce(
+                    produce,
+                    self._topics.allowed,
+                    message.value(),
+                    message.key(),
+                    self._outputs.allowed_headers(decision, decided_at=decided_at, state=state_header),
+                )
+                self.progress.allowed += 1
+                counts[(request.channel.value, request.category.value, "allowed", "NONE")] += 1
+                for reason in decision.bypassed:
+                    bypasses[reason.value] += 1
+            else:
+                value, headers = self._outputs.suppressed(record, decision, decided_at=now_ms, state=state_text)
+                self._produce(produce, self._topics.suppressed, value, message.key(), headers)
+                self.progress.suppressed += 1
+                primary = decision.primary_reason
+                counts[(request.channel.value, request.category.value, "suppressed", primary.value if primary else "NONE")] += 1
+                for reason in decision.reasons:
+                    reason_counts[(request.channel.value, request.category.value, reason.value)] += 1
+            latency.observe(max(0.0, (now_ms - request.requested_at) / 1000))
+            self._next_offsets[message.partition()] = message.offset() + 1
+        for message, exc in poison:
+            self._dead_letter(message, exc)
+            self._next_offsets[message.partition()] = message.offset() + 1
+        self.progress.consumed += len(messages)
+        self.progress.batches += 1
+        self._transaction_messages += len(messages)
+        phase.labels(phase="produce").observe(time.perf_counter() - t2)
+        for (channel, category, decision_name, reason), n in counts.items():
+            self._metrics.decisions.labels(channel=channel, category=category, decision=decision_name, reason=reason).inc(n)
+        for (channel, category, reason), n in reason_counts.items():
+            self._metrics.suppression_reasons.labels(channel=channel, category=category, reason=reason).inc(n)
+        for reason, n in bypasses.items():
+            self._metrics.transactional_bypasses.labels(reason=reason).inc(n)
+
+    def _produce(self, produce: Any, topic: str, value: bytes | None, key: bytes | None, headers: list) -> None:
+        while True:
+            try:
+                produce(topic, value=value, key=key, headers=headers)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: let librdkafka send
+            except KafkaException as exc:
+                classified = classify(exc, what="produce", metrics=self._metrics)
+                if not isinstance(classified, RetriableKafkaError):
+                    raise classified from exc
+                self._producer.poll(0.05)
+
+    def _dead_letter(self, message: Message, exc: Exception) -> None:
+        error_class = getattr(exc, "error_class", type(exc).__name__)
+        now = time.monotonic()
+        window = self._dead_letter_times
+        window.append(now)
+        while window and now - window[0] > self._gate.dead_letter_burst_window_seconds:
+            window.popleft()
+        if len(window) > self._gate.dead_letter_burst_max:
+            self._abort()
+            raise DeadLetterBurst(
+                f"more than {self._gate.dead_letter_burst_max} undecodable requests within "
+                f"{self._gate.dead_letter_burst_window_seconds}s: stopping instead of draining "
+                f"{self._topics.requested} into {self._topics.dead_letter}"
+            )
+        headers = OutputBuilder.dead_letter_headers(
+            error_class=error_class,
+            detail=str(exc)[:MASKED_DETAIL_LIMIT],
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+        )
+        self._produce(self._producer.produce, self._topics.dead_letter, message.value(), message.key(), headers)
+        self.progress.dead_lettered += 1
+        self._metrics.dead_letters.labels(error_class=error_class).inc()
+        logger.warning(
+            "undecodable send request dead-lettered",
+            extra={"at": f"{message.topic()}[{message.partition()}]@{message.offset()}", "error_class": error_class},
+        )
+
+    def _accept(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return message.partition() in self._assigned
+        self._metrics.kafka_errors.labels(kind=error.name()).inc()
+        if error.fatal():
+            raise KafkaFatal(f"gate consumer: {error}")
+        if error.code() != KafkaError._PARTITION_EOF:
+            logger.warning("gate consumer error", extra={"error": str(error)})
+        return False
+
+    # -- transactions -----------------------------------------------------
+    def _begin_if_needed(self) -> None:
+        if not self._in_transaction:
+            call_kafka(self._producer.begin_transaction, what="begin_transaction", metrics=self._metrics)
+            self._in_transaction = True
+            self._transaction_started = time.monotonic()
+            self._transaction_messages = 0
+
+    def _commit_due(self) -> bool:
+        return (
+            self._transaction_messages >= self._gate.commit_every_messages
+            or time.monotonic() - self._transaction_started >= self._gate.commit_interval_seconds
+        )
+
+    def _commit(self) -> None:
+        started = time.perf_counter()
+        offsets = [TopicPartition(self._topics.requested, p, o) for p, o in self._next_offsets.items()]
+        try:
+            if offsets:
+                group = self._consumer.consumer_group_metadata()
+                call_kafka(
+                    lambda: self._producer.send_offsets_to_transaction(offsets, group, 30),
+                    what="send_offsets_to_transaction",
+                    metrics=self._metrics,
+                )
+            call_kafka(lambda: self._producer.commit_transaction(60), what="commit_transaction", metrics=self._metrics)
+        except TransactionAborted:
+            self._metrics.transactions.labels(result="failed").inc()
+            raise
+        self._in_transaction = False
+        self._next_offsets.clear()
+        self.progress.committed_transactions += 1
+        self._metrics.transactions.labels(result="committed").inc()
+        self._metrics.batch_phase.labels(phase="commit").observe(time.perf_counter() - started)
+
+    def _abort(self) -> None:
+        if self._in_transaction:
+            try:
+                call_kafka(lambda: self._producer.abort_transaction(30), what="abort_transaction", metrics=self._metrics)
+            finally:
+                self._in_transaction = False
+            self.progress.aborted_transactions += 1
+            self._metrics.transactions.labels(result="aborted").inc()
+        self._next_offsets.clear()
+
+    def _rewind(self) -> None:
+        """Seek every assigned partition back to its committed offset."""
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        for tp in self._consumer.committed(assignment, timeout=10):
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+            self._consumer.seek(tp)
+
+    def _fail_closed(self, cause: RetryableError) -> None:
+        delay = self._backoff.next_delay()
+        kind = type(cause).__name__
+        logger.warning("gate failing closed: transaction aborted, pausing", extra={"cause": str(cause), "retry_in_seconds": delay})
+        self._health.set_ready(False, reason=str(cause))
+        self._metrics.fail_closed_pauses.labels(cause=kind).inc()
+        self._metrics.state_errors.labels(kind=kind).inc()
+        self.progress.fail_closed_pauses += 1
+        self._abort()
+        try:
+            self._rewind()
+        except KafkaException as exc:
+            logger.warning("rewind failed; the next assignment restarts from committed offsets", extra={"error": str(exc)})
+        paused_at = time.monotonic()
+        self._stop.wait(delay)
+        self._metrics.fail_closed_seconds.inc(time.monotonic() - paused_at)
+
+    # -- rebalance --------------------------------------------------------
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update(tp.partition for tp in partitions)
+        logger.info("gate assigned", extra={"topic": self._topics.requested, "partitions": sorted(tp.partition for tp in partitions)})
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._in_transaction:
+            try:
+                self._commit()
+            except RetryableError as exc:
+                logger.warning("commit on revoke failed; aborting", extra={"cause": str(exc)})
+                self._abort()
+        self._assigned.difference_update(tp.partition for tp in partitions)
+        logger.info("gate revoked", extra={"partitions": sorted(tp.partition for tp in partitions)})
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._abort()
+        self._assigned.difference_update(tp.partition for tp in partitions)
+        logger.warning("gate partitions lost; open transaction aborted", extra={"partitions": sorted(tp.partition for tp in partitions)})

@@ -1,0 +1,65 @@
+"""Kafka transaction calls with librdkafka's error classes handled in one place.
+
+* retriable → the same call again (bounded);
+* abortable (``txn_requires_abort``) → :class:`TransactionAborted`: the caller
+  aborts and rewinds to the committed offsets;
+* fenced → :class:`~worker.errors.ProducerFenced`; other fatal → :class:`~worker.errors.KafkaFatal`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException
+
+from worker.errors import KafkaFatal, ProducerFenced, RetryableError
+from worker.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FENCED_CODES = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+MAX_RETRIES = 20
+
+
+class TransactionAborted(RetryableError):
+    """The open transaction must be aborted; its input is processed again."""
+
+
+def classify(exc: KafkaException, *, what: str, metrics: Metrics) -> Exception:
+    """Our error for a KafkaException: fenced, fatal, aborted, or :class:`RetriableKafkaError`."""
+    error: KafkaError = exc.args[0]
+    metrics.kafka_errors.labels(kind=error.name()).inc()
+    if error.code() in FENCED_CODES:
+        return ProducerFenced(f"{what}: fenced by a newer instance ({error})")
+    if error.fatal():
+        return KafkaFatal(f"{what}: fatal Kafka error ({error})")
+    if error.retriable() and not error.txn_requires_abort():
+        return RetriableKafkaError(f"{what}: {error}")
+    return TransactionAborted(f"{what}: {error}")
+
+
+class RetriableKafkaError(Exception):
+    """The same call may simply be made again (never raised out of :func:`call_kafka`)."""
+
+
+def call_kafka(operation: Callable[[], T], *, what: str, metrics: Metrics) -> T:
+    """Run a transactional producer call, classifying any error it raises."""
+    for attempt in range(MAX_RETRIES):
+        try:
+            return operation()
+        except KafkaException as exc:
+            classified = classify(exc, what=what, metrics=metrics)
+            if not isinstance(classified, RetriableKafkaError):
+                raise classified from exc
+            logger.warning("retrying Kafka call", extra={"call": what, "error": str(classified), "attempt": attempt + 1})
+            time.sleep(min(0.05 * 2**attempt, 2.0))
+    raise TransactionAborted(f"{what}: still failing after {MAX_RETRIES} retries")

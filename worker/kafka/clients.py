@@ -1,0 +1,62 @@
+"""librdkafka client configurations for the workers, built from settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from worker.config import Settings
+
+
+def consumer_config(settings: Settings, *, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A read_committed consumer that never commits on its own."""
+    config = {
+        **settings.kafka.common_config(),
+        "group.id": group_id,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 2000,
+        "max.poll.interval.ms": 300000,
+        "fetch.wait.max.ms": 50,
+        "queued.max.messages.kbytes": 65536,
+    }
+    config.update(overrides)
+    return config
+
+
+def transactional_producer_config(settings: Settings, *, transactional_id: str) -> dict[str, Any]:
+    """One transactional producer per process; linger and batching tuned for throughput."""
+    return {
+        **settings.kafka.common_config(),
+        "transactional.id": transactional_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "transaction.timeout.ms": settings.gate.transaction_timeout_ms,
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+    }
+
+
+def idempotent_producer_config(settings: Settings) -> dict[str, Any]:
+    """A producer that never duplicates nor reorders within a partition."""
+    return {
+        **settings.kafka.common_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+    }
+
+
+def make_consumer(settings: Settings, *, group_id: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group_id=group_id, **overrides))
+
+
+def make_producer(config: dict[str, Any]) -> Producer:
+    return Producer(config)

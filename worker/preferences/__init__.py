@@ -1,0 +1,1 @@
+"""The preference applier: keeps the state store current from ``preferences.changed``."""

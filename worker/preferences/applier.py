@@ -1,0 +1,271 @@
+"""The preference applier's run loop: consume → decode → read facts → apply → reject → commit.
+
+Progress lives in the state store, committed atomically with the facts it
+covers; Kafka consumer-group offsets are only written for lag dashboards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from worker.codec import AvroCodec
+from worker.codec.errors import DecodeError
+from worker.config import Settings
+from worker.errors import KafkaFatal, RetryableError, StateUnavailable
+from worker.kafka.offsets import CommittedEndOffsets
+from worker.metrics import Metrics
+from worker.models import PreferenceEvent, RejectionReason
+from worker.policy.events import PreferenceRules, apply_events
+from worker.preferences.rejections import Rejection, RejectionWriter
+from worker.runtime import Backoff, StopSignal
+from worker.state.store import GenerationLost, ProgressConflict, StateStore, StoreStatus
+
+logger = logging.getLogger(__name__)
+
+IDLE_PROGRESS_INTERVAL_SECONDS = 0.2
+LAG_INTERVAL_SECONDS = 1.0
+
+
+@dataclass
+class ApplierProgress:
+    """What the applier has done since it started; read by tests, the CLI and progress bars."""
+
+    events_applied: int = 0
+    events_rejected: int = 0
+    batches: int = 0
+    rebuilds: int = 0
+    status: StoreStatus = field(default_factory=StoreStatus)
+
+
+class _Resync(Exception):
+    """Internal: drop the consumer and start over from the store's progress."""
+
+
+class PreferenceApplier:
+    """Applies preference events to the store; run one or more per deployment."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: StateStore,
+        codec: AvroCodec,
+        consumer_factory: Callable[[], Consumer],
+        rejection_writer: RejectionWriter,
+        end_offsets: CommittedEndOffsets,
+        metrics: Metrics,
+        stop: StopSignal,
+    ) -> None:
+        self._settings = settings
+        self._topic = settings.topics.preferences
+        self._store = store
+        self._codec = codec
+        self._consumer_factory = consumer_factory
+        self._rejections = rejection_writer
+        self._end_offsets = end_offsets
+        self._metrics = metrics
+        self._stop = stop
+        self._rules = PreferenceRules(default_phone_region=settings.state.default_phone_region)
+        self._backoff = Backoff(settings.gate.backoff_initial_seconds, settings.gate.backoff_max_seconds)
+        self.progress = ApplierProgress()
+        self._generation: str | None = None
+        self._expected: dict[int, int] = {}
+        self._resync_requested = False
+
+    def run(self, *, until_ready: bool = False, idle_exit_seconds: float | None = None) -> ApplierProgress:
+        """Run until stopped; ``until_ready`` returns once the store is ready (rebuilds)."""
+        self._store.check()
+        while not self._stop.is_set:
+            try:
+                if self._run_generation(until_ready=until_ready, idle_exit_seconds=idle_exit_seconds):
+                    break
+                self._backoff.reset()
+            except (GenerationLost, ProgressConflict, _Resync) as exc:
+                logger.warning("applier resynchronising with the store", extra={"cause": str(exc)})
+                self._metrics.state_errors.labels(kind=type(exc).__name__).inc()
+            except RetryableError as exc:
+                delay = self._backoff.next_delay()
+                logger.warning("applier paused", extra={"cause": str(exc), "retry_in_seconds": delay})
+                self._metrics.state_errors.labels(kind=type(exc).__name__).inc()
+                self._metrics.state_ready.set(0)
+                self._stop.wait(delay)
+        return self.progress
+
+    def _ensure_generation(self) -> StoreStatus:
+        status = self._store.status()
+        if status.generation is None:
+            targets = self._end_offsets.read()
+            status = self._store.begin_generation(targets)
+            self.progress.rebuilds += 1
+            self._metrics.state_generation_resets.inc()
+            logger.warning(
+                "state store is empty (no generation marker): rebuilding from the beginning of the topic",
+                extra={"topic": self._topic, "targets": targets, "generation": status.generation},
+            )
+        self._generation = status.generation
+        self.progress.status = status
+        self._metrics.state_ready.set(1 if status.ready else 0)
+        return status
+
+    def _run_generation(self, *, until_ready: bool, idle_exit_seconds: float | None) -> bool:
+        self._ensure_generation()
+        consumer = self._consumer_factory()
+        self._expected = {}
+        self._resync_requested = False
+        consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        last_message_at = time.monotonic()
+        last_idle_progress = 0.0
+        last_lag = 0.0
+        try:
+            while not self._stop.is_set:
+                if until_ready and self.progress.status.ready:
+                    return True
+                messages = consumer.consume(self._settings.preferences.batch_max_messages, self._settings.preferences.poll_timeout_seconds)
+                if self._resync_requested:
+                    raise _Resync("assignment found a different generation")
+                now = time.monotonic()
+                if messages:
+                    self._apply_batch(consumer, messages)
+                    last_message_at = now
+                elif now - last_idle_progress >= IDLE_PROGRESS_INTERVAL_SECONDS:
+                    self._advance_idle_progress(consumer)
+                    last_idle_progress = now
+                    if idle_exit_seconds is not None and now - last_message_at >= idle_exit_seconds:
+                        return True
+                if now - last_lag >= LAG_INTERVAL_SECONDS:
+                    self._observe_lag()
+                    last_lag = now
+            return True
+        finally:
+            consumer.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            status = self._store.status()
+        except StateUnavailable:
+            self._resync_requested = True
+            status = self.progress.status
+        if status.generation != self._generation:
+            self._resync_requested = True
+        for tp in partitions:
+            stored = status.progress.get(tp.partition)
+            tp.offset = stored if stored is not None else OFFSET_BEGINNING
+            self._expected[tp.partition] = stored if stored is not None else -1
+        consumer.assign(partitions)
+        logger.info(
+            "applier assigned",
+            extra={"topic": self._topic, "partitions": {tp.partition: tp.offset for tp in partitions}},
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._expected.pop(tp.partition, None)
+
+    def _apply_batch(self, consumer: Consumer, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        events: list[PreferenceEvent] = []
+        keys_of: dict[int, bytes | None] = {}
+        rejections: list[Rejection] = []
+        progress: dict[int, int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._raise_kafka_error(error)
+                continue
+            partition = message.partition()
+            if partition not in self._expected:
+                continue  # revoked while the batch was in flight: its new owner applies it
+            progress[partition] = message.offset() + 1
+            try:
+                event = PreferenceEvent.from_record(self._codec.decode("PreferenceEvent", message.value()))
+            except (DecodeError, KeyError, ValueError, TypeError) as exc:
+                rejections.append(
+                    Rejection(key=message.key(), reason=RejectionReason.UNDECODABLE, detail=_describe(exc), raw=message.value())
+                )
+                logger.warning(
+                    "undecodable preference event rejected",
+                    extra={"at": f"{self._topic}[{partition}]@{message.offset()}", "error": type(exc).__name__},
+                )
+                continue
+            events.append(event)
+            keys_of[id(event)] = message.key()
+        if not progress:
+            return
+        needed = [key for event in events for key in self._rules.keys_for(event)]
+        snapshot = self._store.read(needed)
+        if snapshot.status.generation != self._generation:
+            raise GenerationLost("the store's generation changed while applying a batch")
+        writes, rejected = apply_events(self._rules, events, snapshot.facts)
+        for event, reason, detail in rejected:
+            rejections.append(Rejection(key=keys_of[id(event)], reason=reason, detail=detail, event=event))
+        self._rejections.write(rejections)
+        status = self._store.commit(
+            generation=self._generation or "",
+            expected={p: self._expected[p] for p in progress},
+            progress=progress,
+            writes=writes,
+        )
+        self._expected.update(progress)
+        self._after_commit(status)
+        consumer.commit(offsets=[TopicPartition(self._topic, p, o) for p, o in progress.items()], asynchronous=True)
+        rejected_ids = {id(event) for event, _, _ in rejected}
+        for event in events:
+            result = "rejected" if id(event) in rejected_ids else "applied"
+            self._metrics.preference_events.labels(type=event.type.value, result=result).inc()
+        undecodable = len(rejections) - len(rejected)
+        if undecodable:
+            self._metrics.preference_events.labels(type="UNDECODABLE", result="rejected").inc(undecodable)
+        self.progress.events_applied += len(events) - len(rejected)
+        self.progress.events_rejected += len(rejections)
+        self.progress.batches += 1
+        self._metrics.preference_batch_seconds.observe(time.perf_counter() - started)
+
+    def _advance_idle_progress(self, consumer: Consumer) -> None:
+        """Move progress past transaction markers, which carry offsets but no events."""
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        moved = {
+            tp.partition: tp.offset
+            for tp in consumer.position(assignment)
+            if tp.partition in self._expected and tp.offset >= 0 and tp.offset > self._expected[tp.partition]
+        }
+        if not moved and self.progress.status.ready:
+            return
+        status = self._store.commit(
+            generation=self._generation or "",
+            expected={p: self._expected[p] for p in moved},
+            progress=moved,
+            writes={},
+        )
+        self._expected.update(moved)
+        self._after_commit(status)
+
+    def _after_commit(self, status: StoreStatus) -> None:
+        if status.ready and not self.progress.status.ready:
+            logger.info("state store ready", extra={"generation": status.generation, "applied": dict(status.progress)})
+        self.progress.status = status
+        self._metrics.state_ready.set(1 if status.ready else 0)
+
+    def _observe_lag(self) -> None:
+        try:
+            ends = self._end_offsets.read()
+        except RetryableError:
+            return
+        applied = self.progress.status.progress
+        self._metrics.preference_lag.set(sum(max(0, end - applied.get(p, 0)) for p, end in ends.items()))
+
+    def _raise_kafka_error(self, error: KafkaError) -> None:
+        self._metrics.kafka_errors.labels(kind=error.name()).inc()
+        if error.fatal():
+            raise KafkaFatal(f"applier consumer: {error}")
+        logger.warning("applier consumer error", extra={"error": str(error)})
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,5 @@
+"""The suppression-state store: a protocol, its Redis implementation and an in-memory fake."""
+
+from worker.state.store import GenerationLost, ProgressConflict, Snapshot, StateStore, StoreStatus
+
+__all__ = ["GenerationLost", "ProgressConflict", "Snapshot", "StateStore", "StoreStatus"]

@@ -1,0 +1,83 @@
+"""Lua scripts of the Redis store: each runs as one atomic command and one round trip."""
+
+# KEYS[1] = meta hash, KEYS[2..] = fact hashes; ARGV[i] = the field of KEYS[i+1].
+# Returns {meta as a flat list, value or nil for each fact}.
+READ = """
+local out = {redis.call('HGETALL', KEYS[1])}
+for i = 2, #KEYS do
+  out[i] = redis.call('HGET', KEYS[i], ARGV[i - 1])
+end
+return out
+"""
+
+# Marks the store ready once every partition's progress reaches its target.
+_MARK_READY = """
+local function mark_ready(meta)
+  if redis.call('HGET', meta, 'ready') == '1' then return end
+  local all = redis.call('HGETALL', meta)
+  for j = 1, #all, 2 do
+    local name = all[j]
+    if string.sub(name, 1, 7) == 'target:' then
+      local applied = tonumber(redis.call('HGET', meta, 'p:' .. string.sub(name, 8)) or '0')
+      if applied < tonumber(all[j + 1]) then return end
+    end
+  end
+  redis.call('HSET', meta, 'ready', '1')
+end
+"""
+
+# KEYS[1] = meta, KEYS[2..] = fact hashes.
+# ARGV: generation, partition count n, n × (partition, expected, new), then a
+# (field, value) pair per fact hash. Checks the generation and the expected
+# progress first so a zombie applier or an emptied Redis never gets a partial
+# history, then writes facts and progress together.
+COMMIT = (
+    _MARK_READY
+    + """
+local meta = KEYS[1]
+local generation = redis.call('HGET', meta, 'generation')
+if generation ~= ARGV[1] then
+  return redis.error_reply('GENERATION ' .. tostring(generation))
+end
+local n = tonumber(ARGV[2])
+local base = 3
+for i = 0, n - 1 do
+  local at = base + 3 * i
+  local stored = redis.call('HGET', meta, 'p:' .. ARGV[at]) or '-1'
+  if stored ~= ARGV[at + 1] then
+    return redis.error_reply('CONFLICT partition ' .. ARGV[at] .. ' stored ' .. stored .. ' expected ' .. ARGV[at + 1])
+  end
+end
+local arg = base + 3 * n
+for i = 2, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[arg], ARGV[arg + 1])
+  arg = arg + 2
+end
+for i = 0, n - 1 do
+  local at = base + 3 * i
+  redis.call('HSET', meta, 'p:' .. ARGV[at], ARGV[at + 2])
+end
+mark_ready(meta)
+return redis.call('HGETALL', meta)
+"""
+)
+
+# KEYS[1] = meta. ARGV: generation, buckets, fingerprint, then (partition, target) pairs.
+# Creates the generation only when none exists, so two appliers starting on an
+# empty Redis agree on one generation.
+BEGIN_GENERATION = (
+    _MARK_READY
+    + """
+local meta = KEYS[1]
+if redis.call('HEXISTS', meta, 'generation') == 1 then
+  return redis.call('HGETALL', meta)
+end
+redis.call('DEL', meta)
+redis.call('HSET', meta, 'generation', ARGV[1], 'buckets', ARGV[2], 'fingerprint', ARGV[3], 'ready', '0')
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', meta, 'target:' .. ARGV[i], ARGV[i + 1])
+end
+mark_ready(meta)
+return redis.call('HGETALL', meta)
+"""
+)

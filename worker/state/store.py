@@ -1,0 +1,86 @@
+"""What every state store offers the gate and the applier.
+
+The store keeps suppression facts together with the preference applier's
+progress (per partition of ``preferences.changed``, the next offset not yet
+applied) and a *generation marker*. The marker tells a populated store from an
+emptied or new one: when it is missing, nothing may be allowed until the
+applier has rebuilt the state from the beginning of the topic up to the
+targets recorded when the generation began.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Protocol
+
+from worker.errors import RetryableError
+from worker.policy.facts import FactKey
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """The store's metadata: generation, readiness and the applier's progress."""
+
+    generation: str | None = None
+    ready: bool = False
+    progress: Mapping[int, int] = field(default_factory=dict)
+    targets: Mapping[int, int] = field(default_factory=dict)
+
+    def covers(self, offsets: Mapping[int, int]) -> bool:
+        """True when the applied progress reaches every given partition offset."""
+        return all(self.progress.get(partition, 0) >= offset for partition, offset in offsets.items())
+
+    def describe(self) -> str:
+        """A compact, log- and header-friendly account of the state a decision saw."""
+        applied = ",".join(f"{p}:{o}" for p, o in sorted(self.progress.items()))
+        return f"gen={self.generation or '-'};applied={applied}"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Facts read for a batch, and the store's status read in the same round trip."""
+
+    facts: Mapping[FactKey, str | None]
+    status: StoreStatus
+
+
+class GenerationLost(RetryableError):
+    """The store's generation marker vanished or changed: Redis was emptied or rebuilt."""
+
+
+class ProgressConflict(RetryableError):
+    """Stored progress differs from what this applier expected: another applier moved it."""
+
+
+class StateStore(Protocol):
+    """The operations the workers need; all reads of one batch are one round trip."""
+
+    def check(self) -> None:
+        """Refuse unsafe configurations (e.g. a Redis that evicts keys)."""
+
+    def status(self) -> StoreStatus: ...
+
+    def read(self, keys: Iterable[FactKey]) -> Snapshot:
+        """Read the given facts and the status at once."""
+
+    def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
+        """Start a new, empty generation that becomes ready once progress reaches ``targets``."""
+
+    def commit(
+        self,
+        *,
+        generation: str,
+        expected: Mapping[int, int],
+        progress: Mapping[int, int],
+        writes: Mapping[FactKey, str],
+    ) -> StoreStatus:
+        """Atomically write facts and advance progress.
+
+        ``expected`` holds the progress this applier believes is stored (-1 for
+        none); any difference raises :class:`ProgressConflict`, and a missing or
+        different generation raises :class:`GenerationLost`, so a zombie or an
+        emptied Redis never receives half a history.
+        """
+
+    def clear(self) -> int:
+        """Delete every key of this store (facts and metadata); returns how many."""
