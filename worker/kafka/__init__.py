@@ -1,0 +1,1 @@
+"""Kafka clients of sendgate: admin, and the consumer/producer wrappers."""
