@@ -54,6 +54,12 @@ def idempotent_producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def static_member_config(instance_id: str) -> dict[str, Any]:
+    """Static group membership: a restarted instance takes its partitions back without a
+    rebalance, and a paused zombie holding the same id is fenced when it resumes."""
+    return {"group.instance.id": instance_id}
+
+
 def make_consumer(settings: Settings, *, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(consumer_config(settings, group_id=group_id, **overrides))
 

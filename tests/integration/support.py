@@ -1,0 +1,237 @@
+"""Helpers for integration tests: produce records, read topics under read_committed, run workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from pydantic import SecretStr
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from worker.assembly import Runtime, build_applier, build_gate
+from worker.codec import AvroCodec
+from worker.config import Settings
+from worker.models import Category, Channel, PreferenceEvent, PreferenceEventType, PreferenceSource, SendRequest
+
+NOW_MS = 1_790_000_000_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def send_request(**overrides: Any) -> SendRequest:
+    values: dict[str, Any] = {
+        "message_id": uuid.uuid4().hex,
+        "org_id": "org-a",
+        "user_id": "user-1",
+        "contact_id": "contact-1",
+        "channel": Channel.EMAIL,
+        "category": Category.MARKETING,
+        "to": "jane@example.com",
+        "from_": "agent@lender.example",
+        "requested_at": now_ms(),
+        "campaign_id": "campaign-1",
+    }
+    values.update(overrides)
+    return SendRequest(**values)
+
+
+def preference_event(type_: PreferenceEventType, **overrides: Any) -> PreferenceEvent:
+    values: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "org_id": "org-a",
+        "occurred_at": now_ms(),
+        "source": PreferenceSource.PREFERENCE_CENTER,
+        "type": type_,
+    }
+    values.update(overrides)
+    return PreferenceEvent(**values)
+
+
+def producer(settings: Settings) -> Producer:
+    return Producer({**settings.kafka.common_config(), "enable.idempotence": True, "linger.ms": 2})
+
+
+def produce_events(settings: Settings, codec: AvroCodec, events: list[PreferenceEvent], p: Producer | None = None) -> None:
+    p = p or producer(settings)
+    for event in events:
+        p.produce(settings.topics.preferences, key=event.kafka_key().encode(), value=codec.encode("PreferenceEvent", event.to_record()))
+    assert p.flush(30) == 0
+
+
+def produce_sends(settings: Settings, codec: AvroCodec, requests: list[SendRequest], p: Producer | None = None) -> list[bytes]:
+    p = p or producer(settings)
+    values = []
+    for request in requests:
+        value = codec.encode("SendRequest", request.to_record())
+        values.append(value)
+        p.produce(settings.topics.requested, key=request.message_id.encode(), value=value)
+        p.poll(0)
+    assert p.flush(30) == 0
+    return values
+
+
+def produce_raw(settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
+    p = producer(settings)
+    for key, value in items:
+        p.produce(topic, key=key, value=value)
+    assert p.flush(30) == 0
+
+
+def read_committed(settings: Settings, topic: str, *, timeout: float = 30.0) -> list[Message]:
+    """Every committed record of ``topic`` up to its current last stable offset."""
+    consumer = Consumer(
+        {
+            **settings.kafka.common_config(),
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = sorted(metadata.topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        pending = {p for p, end in ends.items() if end > 0}
+        records: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is not None:
+                    if message.error().code() == -191:  # _PARTITION_EOF
+                        pending.discard(message.partition())
+                    continue
+                records.append(message)
+                if message.offset() + 1 >= ends[message.partition()]:
+                    pending.discard(message.partition())
+        return records
+    finally:
+        consumer.close()
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    return {k: (v.decode() if v is not None else "") for k, v in (message.headers() or [])}
+
+
+@dataclass
+class Outputs:
+    allowed: list[Message] = field(default_factory=list)
+    suppressed: list[Message] = field(default_factory=list)
+    dead_letter: list[Message] = field(default_factory=list)
+
+    def total(self) -> int:
+        return len(self.allowed) + len(self.suppressed) + len(self.dead_letter)
+
+
+def read_outputs(settings: Settings) -> Outputs:
+    return Outputs(
+        allowed=read_committed(settings, settings.topics.allowed),
+        suppressed=read_committed(settings, settings.topics.suppressed),
+        dead_letter=read_committed(settings, settings.topics.dead_letter),
+    )
+
+
+def wait_for_outputs(settings: Settings, expected: int, *, timeout: float = 60.0) -> Outputs:
+    deadline = time.monotonic() + timeout
+    outputs = read_outputs(settings)
+    while outputs.total() < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        outputs = read_outputs(settings)
+    return outputs
+
+
+class WorkerThread:
+    """Runs the applier or the gate in a thread of the test process."""
+
+    def __init__(self, runtime: Runtime, target: Any) -> None:
+        self.runtime = runtime
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+        def work() -> None:
+            try:
+                self.result = target()
+            except BaseException as exc:  # reported by stop()
+                self.error = exc
+
+        self.thread = threading.Thread(target=work, daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 30.0) -> Any:
+        self.runtime.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@contextlib.contextmanager
+def running_applier(settings: Settings) -> Iterator[Any]:
+    runtime = Runtime.create(settings)
+    applier = build_applier(runtime)
+    worker = WorkerThread(runtime, applier.run)
+    try:
+        yield applier
+    finally:
+        worker.stop()
+
+
+@contextlib.contextmanager
+def running_gate(settings: Settings) -> Iterator[Any]:
+    runtime = Runtime.create(settings)
+    gate = build_gate(runtime)
+    worker = WorkerThread(runtime, gate.run)
+    try:
+        yield gate
+    finally:
+        worker.stop()
+
+
+def wait_until(predicate: Any, *, timeout: float = 30.0, interval: float = 0.05, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The SENDGATE_* environment that reproduces ``settings`` in a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDGATE_")}
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            if prefix.endswith("EXTRA"):
+                if value:
+                    env[prefix] = __import__("json").dumps(value)
+                return
+            for key, item in value.items():
+                flatten(f"{prefix}__{key.upper()}", item)
+        elif isinstance(value, SecretStr):
+            env[prefix] = value.get_secret_value()
+        elif value is not None:
+            env[prefix] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    data = settings.model_dump()
+    for section, values in data.items():
+        flatten(f"SENDGATE_{section.upper()}", values)
+    return env
+
+
+def start_cli(settings: Settings, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**settings_env(settings), **(extra_env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )

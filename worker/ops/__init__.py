@@ -1,0 +1,1 @@
+"""Operator tools: rebuild, explain, replay, traffic generation, bench and the demo."""
