@@ -1,0 +1,62 @@
+# sendgate developer tasks (GNU make). The local stack is Kafka + Redis without
+# Docker: see deploy/local/stack. Run `make help` for the targets.
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PYTHON3 ?= python3
+STAMP = $(VENV)/.installed
+STACK = deploy/local/stack
+PYTEST_ARGS ?=
+
+# Prerequisites (venv, stack) must run in order; a 2-core box gains nothing here.
+.NOTPARALLEL:
+.DEFAULT_GOAL := help
+.PHONY: help venv stack-up stack-down stack-status test unit demo chaos bench clean
+
+help:
+	@echo "make venv          create $(VENV) and install sendgate with the dev extras"
+	@echo "make stack-up      start local Kafka (KRaft) + Redis; stack-down, stack-status"
+	@echo "make test          unit + integration tests against the local stack (PYTEST_ARGS=...)"
+	@echo "make unit          unit tests only, no stack"
+	@echo "make demo          create the topics and run the demo"
+	@echo "make chaos         fault-injection tests (SENDGATE_CHAOS=1, marker chaos)"
+	@echo "make bench         throughput benchmark"
+	@echo "make clean         remove caches and build output (not $(VENV), not stack data)"
+
+venv: $(STAMP)
+
+# Reinstall only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+stack-up:
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+test: venv stack-up
+	$(VENV)/bin/pytest -q tests $(PYTEST_ARGS)
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
+
+demo: venv stack-up
+	$(VENV)/bin/sendgate topics create
+	$(VENV)/bin/sendgate demo
+
+# pytest exits 5 when no test is selected: not a failure while there are none.
+chaos: venv stack-up
+	SENDGATE_CHAOS=1 $(VENV)/bin/pytest -q tests -m chaos $(PYTEST_ARGS) || test $$? -eq 5
+
+bench: venv stack-up
+	$(VENV)/bin/sendgate bench
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
