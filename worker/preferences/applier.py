@@ -236,6 +236,10 @@ class PreferenceApplier:
             if tp.partition in self._expected and tp.offset >= 0 and tp.offset > self._expected[tp.partition]
         }
         if not moved and self.progress.status.ready:
+            # Idle: still look at the marker, so an emptied Redis is rebuilt before
+            # the next event arrives rather than after.
+            if self._store.status().generation != self._generation:
+                raise GenerationLost("the store's generation marker is gone or changed")
             return
         status = self._store.commit(
             generation=self._generation or "",
