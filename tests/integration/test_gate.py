@@ -80,21 +80,26 @@ def test_no_stale_allow_after_an_acknowledged_opt_out(kafka_topics):
     assert outputs.allowed == []
 
 
-POISON = {
-    "bad-magic-byte": b"\x07\x00\x00\x00\x01abc",
-    "unknown-schema-id": b"\x00\x00\x00\x03\xe7\x02\x02",
-    "truncated": b"\x00\x00\x00",
-    "malformed-avro": b"\x00\x00\x00\x00\x01\xff\xff\xff\xff\xff\xff",
-    "empty-value": b"",
-}
+def poison_values(codec: AvroCodec) -> dict[str, bytes]:
+    """One value per kind of bad input, keyed by the error class the dead letter must name."""
+    valid = codec.encode("SendRequest", send_request().to_record())
+    return {
+        "bad-magic-byte": b"\x07" + valid[1:],
+        "unknown-schema-id": b"\x00\x00\x00\x03\xe7" + valid[5:],
+        "truncated": valid[: len(valid) // 2],
+        "malformed-avro": valid + b"trailing garbage",
+        "schema-mismatch": codec.encode("PreferenceEvent", preference_event(T.SMS_OPT_IN, phone="+14155550100").to_record()),
+        "empty-value": b"",
+    }
 
 
 def test_poison_input_is_dead_lettered_and_its_neighbours_decided(kafka_topics):
     settings = kafka_topics
     codec = AvroCodec.from_settings(settings)
+    poison = poison_values(codec)
     items: list[tuple[bytes | None, bytes | None]] = []
     good = []
-    for name, value in POISON.items():
+    for name, value in poison.items():
         request = send_request(message_id=f"before-{name}", to="fine@example.com")
         good.append(request)
         items.append((request.message_id.encode(), codec.encode("SendRequest", request.to_record())))
@@ -104,9 +109,9 @@ def test_poison_input_is_dead_lettered_and_its_neighbours_decided(kafka_topics):
     with running_applier(settings), running_gate(settings):
         outputs = wait_for_outputs(settings, len(items))
     assert len(outputs.allowed) == len(good) + 1
-    assert len(outputs.dead_letter) == len(POISON)
+    assert len(outputs.dead_letter) == len(poison)
     by_key = {m.key().decode(): m for m in outputs.dead_letter}
-    for name, value in POISON.items():
+    for name, value in poison.items():
         message = by_key[f"poison-{name}"]
         headers = headers_of(message)
         assert message.value() == value
