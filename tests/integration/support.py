@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import tempfile
 import subprocess
 import sys
 import threading
@@ -230,8 +232,40 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_cli(settings: Settings, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {**settings_env(settings), **(extra_env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+class CliProcess:
+    """A ``sendgate`` subprocess whose output goes to a file (a pipe nobody reads would block it)."""
+
+    def __init__(self, settings: Settings, args: tuple[str, ...], extra_env: dict[str, str] | None = None) -> None:
+        env = {**settings_env(settings), **(extra_env or {})}
+        self._log = tempfile.NamedTemporaryFile(prefix="sendgate-cli-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        with open(self._log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self._log.close()
+        os.unlink(self._log.name)
+
+
+def start_cli(settings: Settings, *args: str, extra_env: dict[str, str] | None = None) -> CliProcess:
+    return CliProcess(settings, args, extra_env)
