@@ -123,6 +123,7 @@ def test_nothing_is_decided_while_redis_is_down_and_everything_after(kafka_topic
             outputs = wait_for_outputs(settings, len(first) + len(second), timeout=90)
     finally:
         redis_process.terminate()
+        redis_process.wait(10)
     counts = message_ids(outputs)
     assert len(counts) == len(first) + len(second) and max(counts.values()) == 1
     allowed = {m.key().decode() for m in outputs.allowed}
