@@ -7,11 +7,14 @@ clear line and a named exit code (see :class:`worker.errors.ExitCode`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from typing import Any, Callable
 
 import click
+import redis
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
@@ -47,6 +50,12 @@ def run_guarded(action: Callable[[], Any]) -> Any:
     except SendgateError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(ExitCode.FAILURE)
+    except KafkaException as exc:
+        err_console.print(f"[red]error:[/red] Kafka unreachable or refusing: {exc.args[0]}")
+        sys.exit(ExitCode.UNREACHABLE)
+    except redis.RedisError as exc:
+        err_console.print(f"[red]error:[/red] Redis unreachable or refusing: {exc}")
+        sys.exit(ExitCode.UNREACHABLE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -175,6 +184,20 @@ def rebuild_state(settings: Settings, yes: bool) -> None:
     if not yes:
         click.confirm("This empties the state store; gates fail closed until it is rebuilt. Continue?", abort=True)
     run_guarded(lambda: rebuild(settings, console=console))
+
+
+@main.command()
+@click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds to wait for every decision.")
+@click.pass_obj
+def demo(settings: Settings, timeout: float) -> None:
+    """Run a scripted scenario touching every reason through a real applier and gate."""
+    from worker.ops.demo import run_demo
+
+    demo_settings = settings.model_copy(update={"http": settings.http.model_copy(update={"enabled": False})})
+    if "SENDGATE_LOG__LEVEL" not in os.environ:  # the tables are the demo's output; keep only warnings
+        logs.configure(settings.log.model_copy(update={"level": "WARNING", "format": "console"}))
+    wide = Console(width=max(console.width, 140))
+    run_guarded(lambda: run_demo(demo_settings, console=wide, timeout_seconds=timeout))
 
 
 def _register_operator_commands() -> None:
