@@ -18,7 +18,7 @@ help:
 	@echo "make stack-up      start local Kafka (KRaft) + Redis; stack-down, stack-status"
 	@echo "make test          unit + integration tests against the local stack (PYTEST_ARGS=...)"
 	@echo "make unit          unit tests only, no stack"
-	@echo "make demo          create the topics and run the demo"
+	@echo "make demo          stack up, topics, applier + gate on a scripted scenario, summary (KEEP_STACK=1 keeps the stack)"
 	@echo "make chaos         fault-injection tests (SENDGATE_CHAOS=1, marker chaos)"
 	@echo "make bench         throughput benchmark"
 	@echo "make clean         remove caches and build output (not $(VENV), not stack data)"
@@ -46,9 +46,14 @@ test: venv stack-up
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
 
-demo: venv stack-up
-	$(VENV)/bin/sendgate topics create
-	$(VENV)/bin/sendgate demo
+# The demo leaves nothing running: the stack is stopped again when the demo
+# started it, unless KEEP_STACK=1 (then `sendgate explain`/`replay` work on).
+demo: venv
+	@if $(STACK) status >/dev/null 2>&1; then was_up=1; else was_up=0; fi; \
+	$(STACK) up && $(VENV)/bin/sendgate topics create && $(VENV)/bin/sendgate demo; result=$$?; \
+	if [ $$was_up = 0 ] && [ -z "$(KEEP_STACK)" ]; then \
+		echo "stopping the local stack the demo started (make demo KEEP_STACK=1 keeps it)"; $(STACK) down; \
+	fi; exit $$result
 
 # pytest exits 5 when no test is selected: not a failure while there are none.
 chaos: venv stack-up
