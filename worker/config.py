@@ -2,7 +2,9 @@
 
 The defaults reach the local stack started by ``deploy/local/stack up``.
 Each section produces the configuration its client library takes, so no
-other module assembles librdkafka or redis-py options by hand.
+other module assembles librdkafka or redis-py options by hand. Attribute
+docstrings are the field descriptions: the README's configuration reference
+is generated from them (``python -m worker.ops.config_reference``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class KafkaSettings(BaseModel):
@@ -22,17 +24,27 @@ class KafkaSettings(BaseModel):
     model_config = _FROZEN
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated host:port list of brokers."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """librdkafka security.protocol."""
     sasl_mechanism: str | None = None
+    """SASL mechanism, e.g. PLAIN, SCRAM-SHA-512."""
     sasl_username: str | None = None
+    """SASL user name."""
     sasl_password: SecretStr | None = None
+    """SASL password (secret)."""
     ssl_ca_location: str | None = None
+    """CA bundle verifying the brokers' certificates."""
     ssl_certificate_location: str | None = None
+    """Client certificate for mutual TLS."""
     ssl_key_location: str | None = None
+    """Client private key for mutual TLS."""
     ssl_key_password: SecretStr | None = None
+    """Password of the client private key (secret)."""
     client_id: str = "sendgate"
-    # Extra librdkafka properties, e.g. {"socket.keepalive.enable": "true"}.
+    """client.id reported to the brokers."""
     extra: dict[str, str] = Field(default_factory=dict)
+    """Extra librdkafka properties as JSON, e.g. {"socket.keepalive.enable": "true"}."""
 
     def common_config(self) -> dict[str, Any]:
         """The librdkafka properties every client of ours shares."""
@@ -56,16 +68,22 @@ class KafkaSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    """Connection to the Redis state store; the URL may carry AUTH and ``rediss://`` TLS."""
+    """Connection to the Redis state store."""
 
     model_config = _FROZEN
 
     url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL; rediss:// for TLS, credentials may be given in the URL or below."""
     username: str | None = None
+    """ACL user name (Redis 6+)."""
     password: SecretStr | None = None
+    """AUTH password (secret)."""
     ssl_ca_certs: str | None = None
+    """CA bundle for rediss:// connections."""
     socket_timeout_seconds: float = 2.0
+    """Per-command timeout; a slower Redis counts as unavailable and the gate fails closed."""
     connect_timeout_seconds: float = 2.0
+    """Connection timeout."""
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis.from_url(self.url, **kwargs)``."""
@@ -88,7 +106,9 @@ class SchemaRegistrySettings(BaseModel):
     model_config = _FROZEN
 
     url: str | None = None
+    """Schema Registry URL; unset: fixed schema ids 1-4."""
     basic_auth_user_info: SecretStr | None = None
+    """user:password for the registry (secret)."""
 
     def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"url": self.url}
@@ -103,14 +123,23 @@ class TopicSettings(BaseModel):
     model_config = _FROZEN
 
     requested: str = "sends.requested"
+    """Input: send requests from the campaign engines."""
     allowed: str = "sends.allowed"
+    """Output: allowed requests, input bytes unchanged."""
     suppressed: str = "sends.suppressed"
+    """Output: SuppressedSend records with reasons."""
     dead_letter: str = "sends.dead-letter"
+    """Output: undecodable input with error headers."""
     preferences: str = "preferences.changed"
+    """Input of the applier: preference events (the source of truth, infinite retention)."""
     rejected: str = "preferences.rejected"
+    """Output of the applier: rejected preference events."""
     partitions: int = Field(default=6, ge=1)
+    """Partitions of the sends.* topics created by `sendgate topics create`."""
     preference_partitions: int = Field(default=6, ge=1)
+    """Partitions of preferences.changed and preferences.rejected."""
     replication_factor: int = Field(default=1, ge=1)
+    """Replication factor of created topics (3 in production)."""
 
     def all_names(self) -> list[str]:
         return [self.requested, self.allowed, self.suppressed, self.dead_letter, self.preferences, self.rejected]
@@ -121,13 +150,14 @@ class StateSettings(BaseModel):
 
     model_config = _FROZEN
 
-    # Keys and fields are keyed BLAKE2b digests: change the secret and the store is rebuilt.
     hash_secret: SecretStr = SecretStr("sendgate-local-development-secret")
+    """Key of the BLAKE2b digests naming facts in Redis (secret; change it and the store is rebuilt)."""
     key_prefix: str = "sg"
-    # Facts of one organization are spread over this many small Redis hashes so
-    # each stays in Redis' compact listpack encoding. Fixed per store generation.
+    """Prefix of every Redis key of the store."""
     buckets_per_org: int = Field(default=1024, ge=1, le=65536)
+    """Small Redis hashes per organization holding its facts (compact listpack encoding); fixed per store generation."""
     default_phone_region: str = "US"
+    """Region assumed for phone numbers written without a country code."""
 
 
 class GateSettings(BaseModel):
@@ -136,18 +166,31 @@ class GateSettings(BaseModel):
     model_config = _FROZEN
 
     group_id: str = "sendgate-gate"
+    """Consumer group of the gates."""
     instance_id: str = Field(default_factory=socket.gethostname)
+    """Unique per gate process (default: host name, the pod name on Kubernetes): static group member id and transactional id suffix."""
     batch_max_messages: int = Field(default=500, ge=1)
+    """Most records taken by one consume() call (one state round trip each)."""
     poll_timeout_seconds: float = Field(default=0.1, gt=0)
+    """How long consume() waits for records."""
     commit_every_messages: int = Field(default=5000, ge=1)
+    """Commit the transaction after this many input records..."""
     commit_interval_seconds: float = Field(default=0.2, gt=0)
+    """...or after this many seconds, whichever comes first."""
     transaction_timeout_ms: int = Field(default=60000, ge=1000)
+    """Kafka transaction.timeout.ms."""
     barrier_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Longest wait for the applier to reach the freshness barrier before failing closed."""
     backoff_initial_seconds: float = Field(default=0.1, gt=0)
+    """First pause after a fail-closed abort; doubles up to the maximum."""
     backoff_max_seconds: float = Field(default=5.0, gt=0)
+    """Longest pause between fail-closed retries."""
     dead_letter_burst_max: int = Field(default=1000, ge=1)
+    """Stop (exit 12) when more dead letters than this arrive within the window."""
     dead_letter_burst_window_seconds: float = Field(default=10.0, gt=0)
+    """Window of the dead-letter burst check."""
     policy_version: str = "2026-11-1"
+    """Written into every decision (header and SuppressedSend.policy_version)."""
 
 
 class PreferenceSettings(BaseModel):
@@ -156,8 +199,11 @@ class PreferenceSettings(BaseModel):
     model_config = _FROZEN
 
     group_id: str = "sendgate-preferences"
+    """Consumer group of the appliers (progress itself is kept in Redis)."""
     batch_max_messages: int = Field(default=5000, ge=1)
+    """Most events applied in one atomic Redis commit."""
     poll_timeout_seconds: float = Field(default=0.05, gt=0)
+    """How long consume() waits for events."""
 
 
 class HttpSettings(BaseModel):
@@ -166,22 +212,29 @@ class HttpSettings(BaseModel):
     model_config = _FROZEN
 
     host: str = "127.0.0.1"
+    """Bind address (0.0.0.0 in containers)."""
     port: int = Field(default=9464, ge=0, le=65535)
+    """Port; 0 picks a free one."""
     enabled: bool = True
+    """Serve the endpoint at all."""
 
 
 class LogSettings(BaseModel):
+    """Structured logs on stderr."""
+
     model_config = _FROZEN
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level."""
     format: Literal["json", "console"] = "json"
+    """json (one object per line) or console (readable)."""
 
 
 class Settings(BaseSettings):
     """Every setting of sendgate; read once at start-up and never mutated."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SENDGATE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix="SENDGATE_", env_nested_delimiter="__", frozen=True, extra="forbid", use_attribute_docstrings=True
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
