@@ -1,0 +1,72 @@
+"""Kafka error classification: retriable → retried, abortable → aborted, fenced/fatal → named exit."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from worker.errors import ExitCode, KafkaFatal, ProducerFenced
+from worker.gate.transactions import TransactionAborted, call_kafka
+from worker.metrics import Metrics
+
+
+def kafka_error(code: int, *, fatal: bool = False, retriable: bool = False, txn_requires_abort: bool = False) -> KafkaException:
+    return KafkaException(KafkaError(code, "test", fatal=fatal, retriable=retriable, txn_requires_abort=txn_requires_abort))
+
+
+class Flaky:
+    def __init__(self, failures: list[KafkaException]) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "done"
+
+
+def test_retriable_errors_are_retried_until_the_call_succeeds(monkeypatch):
+    monkeypatch.setattr("worker.gate.transactions.time.sleep", lambda _s: None)
+    operation = Flaky([kafka_error(KafkaError.REQUEST_TIMED_OUT, retriable=True)] * 3)
+    assert call_kafka(operation, what="commit", metrics=Metrics()) == "done"
+    assert operation.calls == 4
+
+
+def test_an_abortable_error_asks_for_an_abort():
+    with pytest.raises(TransactionAborted):
+        call_kafka(Flaky([kafka_error(KafkaError._STATE, txn_requires_abort=True)]), what="commit", metrics=Metrics())
+
+
+def test_a_retriable_error_that_also_requires_an_abort_is_aborted_not_retried():
+    operation = Flaky([kafka_error(KafkaError.COORDINATOR_LOAD_IN_PROGRESS, retriable=True, txn_requires_abort=True)])
+    with pytest.raises(TransactionAborted):
+        call_kafka(operation, what="commit", metrics=Metrics())
+    assert operation.calls == 1
+
+
+@pytest.mark.parametrize("code", [KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH])
+def test_fencing_is_fatal_with_its_own_exit_code(code):
+    with pytest.raises(ProducerFenced) as raised:
+        call_kafka(Flaky([kafka_error(code, fatal=True)]), what="commit", metrics=Metrics())
+    assert raised.value.exit_code == ExitCode.FENCED
+
+
+def test_other_fatal_errors_exit_with_the_kafka_fatal_code():
+    with pytest.raises(KafkaFatal) as raised:
+        call_kafka(Flaky([kafka_error(KafkaError._FATAL, fatal=True)]), what="init", metrics=Metrics())
+    assert raised.value.exit_code == ExitCode.KAFKA_FATAL
+
+
+def test_retries_are_bounded(monkeypatch):
+    monkeypatch.setattr("worker.gate.transactions.time.sleep", lambda _s: None)
+    operation = Flaky([kafka_error(KafkaError.REQUEST_TIMED_OUT, retriable=True)] * 100)
+    with pytest.raises(TransactionAborted, match="still failing"):
+        call_kafka(operation, what="commit", metrics=Metrics())
+
+
+def test_errors_are_counted_by_kind():
+    metrics = Metrics()
+    with pytest.raises(TransactionAborted):
+        call_kafka(Flaky([kafka_error(KafkaError._STATE, txn_requires_abort=True)]), what="commit", metrics=metrics)
+    assert metrics.registry.get_sample_value("sendgate_kafka_errors_total", {"kind": "_STATE"}) == 1
