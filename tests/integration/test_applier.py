@@ -123,3 +123,23 @@ def test_a_restart_resumes_from_stored_progress(kafka_topics):
         worker.stop()
     assert second.progress.events_applied == 7
     assert second.progress.rebuilds == 0
+
+
+def test_progress_moves_past_transaction_markers_so_the_gate_barrier_is_reached(kafka_topics):
+    """A transactional preference producer leaves commit markers; the barrier (last stable
+    offset) lies past them, so the applier must record progress beyond the last event."""
+    from confluent_kafka import Producer
+
+    settings = kafka_topics
+    codec = AvroCodec.from_settings(settings)
+    transactional = Producer({**settings.kafka.common_config(), "transactional.id": f"{settings.gate.instance_id}-prefs"})
+    transactional.init_transactions(30)
+    transactional.begin_transaction()
+    event = preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="tx@example.com")
+    transactional.produce(settings.topics.preferences, key=event.kafka_key().encode(), value=codec.encode("PreferenceEvent", event.to_record()))
+    transactional.commit_transaction(30)
+    ends = Runtime.create(settings).preference_end_offsets().read()
+    assert sum(ends.values()) == 2  # the event and its commit marker
+    with running_applier(settings) as applier:
+        wait_until(lambda: applier.progress.status.covers(ends), message="progress past the commit marker")
+    assert applier.progress.events_applied == 1
