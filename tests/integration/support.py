@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import socket
 import signal
 import tempfile
 import subprocess
@@ -269,3 +271,31 @@ class CliProcess:
 
 def start_cli(settings: Settings, *args: str, extra_env: dict[str, str] | None = None) -> CliProcess:
     return CliProcess(settings, args, extra_env)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(port: int, directory: str, *options: str) -> subprocess.Popen:
+    """A throw-away redis-server on loopback (no persistence) for fault tests."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is needed (deploy/local/stack installs it)"
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--maxmemory-policy", "noeviction", "--dir", directory, *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: redis_answers(port), timeout=10, message="redis-server up")
+    return process

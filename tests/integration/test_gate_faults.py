@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
-import socket
-import subprocess
 import time
 from collections import Counter
 
@@ -21,6 +18,8 @@ from tests.integration.support import (
     running_gate,
     send_request,
     start_cli,
+    free_port,
+    start_redis,
     wait_for_outputs,
     wait_until,
 )
@@ -73,38 +72,11 @@ def test_every_record_is_decided_exactly_once_across_sigkill_restarts(kafka_topi
     assert wrongly_allowed == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_redis(port: int, tmp_path) -> subprocess.Popen:
-    server = shutil.which("redis-server")
-    assert server, "redis-server is needed for the outage test (deploy/local/stack installs it)"
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--maxmemory-policy", "noeviction", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    wait_until(lambda: _answers(port), timeout=10, message="redis-server up")
-    return process
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def test_nothing_is_decided_while_redis_is_down_and_everything_after(kafka_topics, tmp_path):
-    port = _free_port()
+    port = free_port()
     settings = kafka_topics.model_copy(update={"redis": RedisSettings(url=f"redis://127.0.0.1:{port}/0", socket_timeout_seconds=0.5, connect_timeout_seconds=0.5)})
     codec = AvroCodec.from_settings(settings)
-    redis_process = _start_redis(port, tmp_path)
+    redis_process = start_redis(port, str(tmp_path))
     opted_out = "outage-victim@example.com"
     produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email=opted_out)])
     first = [send_request(message_id=f"before-{i}", to=opted_out if i % 2 else "fine@example.com") for i in range(100)]
@@ -119,7 +91,7 @@ def test_nothing_is_decided_while_redis_is_down_and_everything_after(kafka_topic
             wait_until(lambda: gate.progress.fail_closed_pauses > 0, message="gate failing closed")
             time.sleep(3)
             assert read_outputs(settings).total() == len(first), "nothing may be decided while Redis is down"
-            redis_process = _start_redis(port, tmp_path)  # comes back empty: the applier rebuilds it
+            redis_process = start_redis(port, str(tmp_path))  # comes back empty: the applier rebuilds it
             outputs = wait_for_outputs(settings, len(first) + len(second), timeout=90)
     finally:
         redis_process.terminate()

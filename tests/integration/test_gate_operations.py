@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -16,16 +15,11 @@ from tests.integration.support import (
     running_applier,
     send_request,
     start_cli,
+    free_port,
     wait_until,
 )
 from worker.codec import AvroCodec
 from worker.models import PreferenceEventType as T
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -41,7 +35,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
 def test_readyz_reports_fail_closed_until_the_store_is_built_and_metrics_count_decisions(kafka_topics):
     settings = kafka_topics
     codec = AvroCodec.from_settings(settings)
-    port = _free_port()
+    port = free_port()
     produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="out@example.com")])
     produce_sends(settings, codec, [send_request(to="out@example.com"), send_request(to="fine@example.com")])
     gate = start_cli(settings, "gate", extra_env={"SENDGATE_HTTP__ENABLED": "true", "SENDGATE_HTTP__PORT": str(port)})
