@@ -1,0 +1,341 @@
+"""Preference-event semantics (SPEC §2, §4): which facts an event reads and writes.
+
+Every rule here is written so that the resulting state does not depend on the
+order in which events of *different* subjects are applied, and applying the
+same event twice changes nothing more:
+
+* irreversible facts are flags that are only ever set;
+* unsubscribes are recorded raw and resolved against the settings history at
+  decision time (:mod:`worker.policy.decision`);
+* reversible facts (silence, ok-to-email) are last-writer-wins by
+  ``(occurred_at, event_id)``, and the settings are a history keyed the same way;
+* SMS consent is the one order-dependent fact (opt-in is refused after an
+  opt-out); its events share the phone's Kafka key, and the opt-out that
+  do-not-contact records is absorbing, so it converges with either order.
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from worker.models import (
+    OrgSettings,
+    PreferenceEvent,
+    PreferenceEventType,
+    PreferenceSource,
+    RejectionReason,
+)
+from worker.policy.addresses import normalize_domain, normalize_email, normalize_phone
+from worker.policy.facts import (
+    FLAG_SET,
+    SMS_IN,
+    SMS_OUT,
+    FactKey,
+    FactKind,
+    FactValues,
+    SettingsChange,
+    SettingsHistory,
+    Stamped,
+    Unsubscribe,
+    decode_unsubscribes,
+    encode_unsubscribes,
+)
+
+_T = PreferenceEventType
+
+# Fields each type needs (SPEC §4). DO_NOT_CONTACT's email and phone are optional.
+_REQUIRED: dict[PreferenceEventType, tuple[str, ...]] = {
+    _T.EMAIL_OPT_OUT_USER: ("email", "user_id"),
+    _T.EMAIL_OPT_OUT_ORGANIZATION: ("email",),
+    _T.EMAIL_OPT_OUT_DOMAIN: ("email", "domain"),
+    _T.EMAIL_UNSUBSCRIBE: ("email",),
+    _T.SMS_OPT_IN: ("phone",),
+    _T.SMS_OPT_OUT: ("phone",),
+    _T.CONTACT_SILENCED: ("contact_id",),
+    _T.CONTACT_UNSILENCED: ("contact_id",),
+    _T.CONTACT_DO_NOT_CONTACT: ("contact_id",),
+    _T.CONTACT_OK_TO_EMAIL_SET: ("contact_id", "ok_to_email"),
+    _T.ORG_SETTINGS_CHANGED: ("settings",),
+}
+
+_EMAIL_EVENTS = frozenset(
+    {
+        _T.EMAIL_OPT_OUT_USER,
+        _T.EMAIL_OPT_OUT_ORGANIZATION,
+        _T.EMAIL_OPT_OUT_DOMAIN,
+        _T.EMAIL_UNSUBSCRIBE,
+    }
+)
+_OK_TO_EMAIL_SOURCES = frozenset({PreferenceSource.API, PreferenceSource.IMPORT})
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What applying one event does: the facts it changes, or why it was rejected.
+
+    A rejected event changes nothing (``writes`` is empty); the detail never
+    contains an address or phone number.
+    """
+
+    writes: dict[FactKey, str]
+    rejection: tuple[RejectionReason, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A valid event with its normalised subject fields and the facts it touches."""
+
+    keys: tuple[FactKey, ...]
+    domain: str = ""  # EMAIL_UNSUBSCRIBE only: "" = no (usable) domain
+
+
+def _present(value: object) -> bool:
+    if value is None:
+        return False
+    return not isinstance(value, str) or bool(value.strip())
+
+
+def _reject(reason: RejectionReason, detail: str) -> EventOutcome:
+    return EventOutcome({}, (reason, detail))
+
+
+def _invalid(kind: PreferenceEventType, field: str) -> EventOutcome:
+    return _reject(
+        RejectionReason.INVALID_ADDRESS, f"{kind.value}: {field} cannot be parsed"
+    )
+
+
+class PreferenceRules:
+    """SPEC §4: validates preference events and turns them into fact writes."""
+
+    def __init__(self, *, default_phone_region: str = "US") -> None:
+        self._region = default_phone_region
+        self._handlers: dict[
+            PreferenceEventType,
+            Callable[[PreferenceEvent, _Plan, FactValues], EventOutcome],
+        ] = {
+            _T.EMAIL_OPT_OUT_USER: self._set_flags,
+            _T.EMAIL_OPT_OUT_ORGANIZATION: self._set_flags,
+            _T.EMAIL_OPT_OUT_DOMAIN: self._set_flags,
+            _T.EMAIL_UNSUBSCRIBE: self._unsubscribe,
+            _T.SMS_OPT_IN: self._sms_opt_in,
+            _T.SMS_OPT_OUT: self._sms_opt_out,
+            _T.CONTACT_SILENCED: self._last_writer_wins,
+            _T.CONTACT_UNSILENCED: self._last_writer_wins,
+            _T.CONTACT_DO_NOT_CONTACT: self._do_not_contact,
+            _T.CONTACT_OK_TO_EMAIL_SET: self._last_writer_wins,
+            _T.ORG_SETTINGS_CHANGED: self._settings,
+        }
+
+    def keys_for(self, event: PreferenceEvent) -> tuple[FactKey, ...]:
+        """The facts to read before :meth:`apply`; empty when the event will be rejected as invalid."""
+        plan = self._plan(event)
+        return plan.keys if isinstance(plan, _Plan) else ()
+
+    def apply(self, event: PreferenceEvent, facts: FactValues) -> EventOutcome:
+        """The outcome of ``event`` given the current values of (at least) ``keys_for(event)``."""
+        plan = self._plan(event)
+        if not isinstance(plan, _Plan):
+            return plan
+        return self._handlers[event.type](event, plan, facts)
+
+    # -- validation ---------------------------------------------------------
+
+    def _plan(self, event: PreferenceEvent) -> _Plan | EventOutcome:
+        kind = event.type
+        missing = [
+            name
+            for name in ("org_id", *_REQUIRED[kind])
+            if not _present(getattr(event, name))
+        ]
+        if missing:
+            return _reject(
+                RejectionReason.MISSING_FIELD,
+                f"{kind.value} needs {', '.join(missing)}",
+            )
+        if (
+            kind is _T.CONTACT_OK_TO_EMAIL_SET
+            and event.source not in _OK_TO_EMAIL_SOURCES
+        ):
+            return _reject(
+                RejectionReason.SOURCE_NOT_ALLOWED,
+                f"ok-to-email can only be set by API or IMPORT, not {event.source}",
+            )
+
+        org = event.org_id
+        if kind in _EMAIL_EVENTS:
+            email = normalize_email(cast(str, event.email))
+            if email is None:
+                return _invalid(kind, "email")
+            address = (email,)
+            if kind is _T.EMAIL_OPT_OUT_USER:
+                user = cast(str, event.user_id)
+                return _Plan(
+                    (
+                        FactKey(org, FactKind.EMAIL_OPT_OUT_USER, (email, user)),
+                        FactKey(org, FactKind.EMAIL_OPT_OUT_ANY_USER, address),
+                    )
+                )
+            if kind is _T.EMAIL_OPT_OUT_ORGANIZATION:
+                return _Plan(
+                    (FactKey(org, FactKind.EMAIL_OPT_OUT_ORGANIZATION, address),)
+                )
+            if kind is _T.EMAIL_OPT_OUT_DOMAIN:
+                domain = normalize_domain(cast(str, event.domain))
+                if domain is None:
+                    return _invalid(kind, "domain")
+                return _Plan(
+                    (FactKey(org, FactKind.EMAIL_OPT_OUT_DOMAIN, (email, domain)),)
+                )
+            # EMAIL_UNSUBSCRIBE. A missing or unusable domain is recorded as none:
+            # organization level even under DOMAIN scope, never narrower than
+            # the recipient intended.
+            domain = normalize_domain(event.domain) if event.domain else None
+            return _Plan(
+                (FactKey(org, FactKind.EMAIL_UNSUBSCRIBES, address),), domain or ""
+            )
+        if kind is _T.SMS_OPT_IN or kind is _T.SMS_OPT_OUT:
+            phone = normalize_phone(cast(str, event.phone), self._region)
+            if phone is None:
+                return _invalid(kind, "phone")
+            return _Plan((FactKey(org, FactKind.SMS_CONSENT, (phone,)),))
+        if kind is _T.ORG_SETTINGS_CHANGED:
+            return _Plan((FactKey(org, FactKind.ORG_SETTINGS, ()),))
+
+        contact = (cast(str, event.contact_id),)
+        if kind is _T.CONTACT_SILENCED or kind is _T.CONTACT_UNSILENCED:
+            return _Plan((FactKey(org, FactKind.SILENCED, contact),))
+        if kind is _T.CONTACT_OK_TO_EMAIL_SET:
+            return _Plan((FactKey(org, FactKind.OK_TO_EMAIL, contact),))
+        # CONTACT_DO_NOT_CONTACT: email and phone when the contact has them.
+        keys = [FactKey(org, FactKind.DO_NOT_CONTACT, contact)]
+        if _present(event.email):
+            email = normalize_email(cast(str, event.email))
+            if email is None:
+                return _invalid(kind, "email")
+            keys.append(FactKey(org, FactKind.EMAIL_OPT_OUT_ORGANIZATION, (email,)))
+        if _present(event.phone):
+            phone = normalize_phone(cast(str, event.phone), self._region)
+            if phone is None:
+                return _invalid(kind, "phone")
+            keys.append(FactKey(org, FactKind.SMS_CONSENT, (phone,)))
+        return _Plan(tuple(keys))
+
+    # -- effects ------------------------------------------------------------
+
+    @staticmethod
+    def _set_flags(
+        event: PreferenceEvent, plan: _Plan, facts: FactValues
+    ) -> EventOutcome:
+        return EventOutcome(
+            {key: FLAG_SET for key in plan.keys if facts.get(key) != FLAG_SET}
+        )
+
+    @staticmethod
+    def _unsubscribe(
+        event: PreferenceEvent, plan: _Plan, facts: FactValues
+    ) -> EventOutcome:
+        (key,) = plan.keys
+        recorded = decode_unsubscribes(facts.get(key))
+        unsubscribe = Unsubscribe(plan.domain, event.occurred_at)
+        if unsubscribe in recorded:
+            return EventOutcome({})
+        return EventOutcome({key: encode_unsubscribes((*recorded, unsubscribe))})
+
+    @staticmethod
+    def _sms_opt_in(
+        event: PreferenceEvent, plan: _Plan, facts: FactValues
+    ) -> EventOutcome:
+        (key,) = plan.keys
+        consent = facts.get(key)
+        if consent == SMS_OUT:
+            return _reject(
+                RejectionReason.IRREVERSIBLE,
+                "SMS_OPT_IN for a number that has opted out",
+            )
+        if consent == SMS_IN:
+            return EventOutcome({})
+        return EventOutcome({key: SMS_IN})
+
+    @staticmethod
+    def _sms_opt_out(
+        event: PreferenceEvent, plan: _Plan, facts: FactValues
+    ) -> EventOutcome:
+        (key,) = plan.keys
+        consent = facts.get(key)
+        if consent == SMS_OUT:
+            return EventOutcome({})
+        if consent != SMS_IN:
+            return _reject(
+                RejectionReason.SMS_NOT_OPTED_IN,
+                "SMS_OPT_OUT for a number that never opted in",
+            )
+        return EventOutcome({key: SMS_OUT})
+
+    @staticmethod
+    def _last_writer_wins(
+        event: PreferenceEvent, plan: _Plan, facts: FactValues
+    ) -> EventOutcome:
+        (key,) = plan.keys
+        if event.type is _T.CONTACT_OK_TO_EMAIL_SET:
+            value = bool(event.ok_to_email)
+        else:
+            value = event.type is _T.CONTACT_SILENCED
+        stamped = Stamped(
+            occurred_at=event.occurred_at, event_id=event.event_id, value=value
+        )
+        # Written even when it clears the flag: the stamp must outrank older events applied later.
+        current = facts.get(key)
+        if current is not None and not stamped.supersedes(Stamped.decode(current)):
+            return EventOutcome({})
+        return EventOutcome({key: stamped.encode()})
+
+    @staticmethod
+    def _do_not_contact(
+        event: PreferenceEvent, plan: _Plan, facts: FactValues
+    ) -> EventOutcome:
+        writes: dict[FactKey, str] = {}
+        for key in plan.keys:
+            # The SMS opt-out is recorded whatever the consent was (SPEC §8).
+            value = SMS_OUT if key.kind is FactKind.SMS_CONSENT else FLAG_SET
+            if facts.get(key) != value:
+                writes[key] = value
+        return EventOutcome(writes)
+
+    @staticmethod
+    def _settings(
+        event: PreferenceEvent, plan: _Plan, facts: FactValues
+    ) -> EventOutcome:
+        (key,) = plan.keys
+        history = SettingsHistory.decode(facts.get(key))
+        change = SettingsChange(
+            event.occurred_at, event.event_id, cast(OrgSettings, event.settings)
+        )
+        updated = history.with_change(change)
+        if updated is history:
+            return EventOutcome({})
+        return EventOutcome({key: updated.encode()})
+
+
+def apply_events(
+    rules: PreferenceRules, events: Sequence[PreferenceEvent], facts: FactValues
+) -> tuple[dict[FactKey, str], list[tuple[PreferenceEvent, RejectionReason, str]]]:
+    """Apply ``events`` in order; each sees the writes of the ones before it.
+
+    ``facts`` must hold the current values of every ``keys_for`` of the batch
+    (a missing key means an absent fact). Returns the merged writes and the
+    rejected events with their reason and detail.
+    """
+    overlay: dict[FactKey, str] = {}
+    view: ChainMap[FactKey, str | None] = ChainMap(overlay, facts)  # type: ignore[arg-type]
+    rejections: list[tuple[PreferenceEvent, RejectionReason, str]] = []
+    for event in events:
+        outcome = rules.apply(event, view)
+        if outcome.rejection is not None:
+            rejections.append((event, *outcome.rejection))
+        else:
+            overlay.update(outcome.writes)
+    return overlay, rejections
