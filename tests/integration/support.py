@@ -181,25 +181,24 @@ class WorkerThread:
 
 
 @contextlib.contextmanager
-def running_applier(settings: Settings) -> Iterator[Any]:
+def _running(settings: Settings, build: Any) -> Iterator[Any]:
     runtime = Runtime.create(settings)
-    applier = build_applier(runtime)
-    worker = WorkerThread(runtime, applier.run)
+    built = build(runtime)
+    worker = WorkerThread(runtime, built.run)
     try:
-        yield applier
+        yield built
     finally:
         worker.stop()
 
 
-@contextlib.contextmanager
-def running_gate(settings: Settings) -> Iterator[Any]:
-    runtime = Runtime.create(settings)
-    gate = build_gate(runtime)
-    worker = WorkerThread(runtime, gate.run)
-    try:
-        yield gate
-    finally:
-        worker.stop()
+def running_applier(settings: Settings) -> contextlib.AbstractContextManager[Any]:
+    """A PreferenceApplier running in a thread until the block ends."""
+    return _running(settings, build_applier)
+
+
+def running_gate(settings: Settings) -> contextlib.AbstractContextManager[Any]:
+    """A Gate running in a thread until the block ends."""
+    return _running(settings, build_gate)
 
 
 def wait_until(predicate: Any, *, timeout: float = 30.0, interval: float = 0.05, message: str = "condition") -> None:
@@ -271,6 +270,15 @@ class CliProcess:
 
 def start_cli(settings: Settings, *args: str, extra_env: dict[str, str] | None = None) -> CliProcess:
     return CliProcess(settings, args, extra_env)
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 120, extra_env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run a ``sendgate`` command to its end; returns (exit code, combined output)."""
+    process = CliProcess(settings, args, extra_env)
+    try:
+        return process.wait(timeout), process.output()
+    finally:
+        process.close()
 
 
 def free_port() -> int:

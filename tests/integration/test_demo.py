@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from tests.integration.support import start_cli
+from tests.integration.support import run_cli
 
 
 def test_the_demo_decides_every_scripted_send_as_spec_requires(kafka_topics):
-    demo = start_cli(kafka_topics, "demo", "--timeout", "90")
-    try:
-        code = demo.wait(150)
-        output = demo.output()
-    finally:
-        demo.close()
+    code, output = run_cli(kafka_topics, "demo", "--timeout", "90", timeout=150)
     assert code == 0, output[-3000:]
     assert "all 18 sends decided as SPEC requires" in output
     assert "Summary by decision and primary reason" in output
@@ -22,11 +17,6 @@ def test_the_demo_decides_every_scripted_send_as_spec_requires(kafka_topics):
 
 def test_the_demo_fails_clearly_when_kafka_is_unreachable(kafka_topics):
     settings = kafka_topics.model_copy(update={"kafka": kafka_topics.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})})
-    demo = start_cli(settings, "demo", "--timeout", "5")
-    try:
-        code = demo.wait(60)
-        output = demo.output()
-    finally:
-        demo.close()
+    code, output = run_cli(settings, "demo", "--timeout", "5", timeout=60)
     assert code == 15  # ExitCode.UNREACHABLE
     assert "Kafka unreachable" in output and "Traceback" not in output

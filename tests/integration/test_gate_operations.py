@@ -15,6 +15,7 @@ from tests.integration.support import (
     running_applier,
     send_request,
     start_cli,
+    run_cli,
     free_port,
     wait_until,
 )
@@ -63,12 +64,7 @@ def test_a_burst_of_dead_letters_stops_the_gate_loudly_and_commits_nothing(kafka
     settings = kafka_topics
     produce_raw(settings, settings.topics.requested, [(f"junk-{i}".encode(), b"not avro at all") for i in range(20)])
     with running_applier(settings):
-        gate = start_cli(settings, "gate", extra_env={"SENDGATE_GATE__DEAD_LETTER_BURST_MAX": "5"})
-        try:
-            code = gate.wait(60)
-            output = gate.output()
-        finally:
-            gate.close()
+        code, output = run_cli(settings, "gate", timeout=60, extra_env={"SENDGATE_GATE__DEAD_LETTER_BURST_MAX": "5"})
     assert code == 12, output[-3000:]  # ExitCode.DEAD_LETTER_BURST
     assert "undecodable requests within" in output
     assert read_outputs(settings).dead_letter == [], "the aborted transaction must not be visible"

@@ -7,7 +7,9 @@ from tests.integration.support import (
     preference_event,
     produce_events,
     produce_sends,
+    send_request,
     start_cli,
+    run_cli,
     free_port,
     start_redis,
     wait_for_outputs,
@@ -42,18 +44,11 @@ def test_rebuild_state_replays_the_topic_into_an_emptied_store(kafka_topics):
     codec = AvroCodec.from_settings(settings)
     produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email=f"r{i}@example.com") for i in range(40)])
     produce_events(settings, codec, [preference_event(T.SMS_OPT_OUT, phone="+14155550123")])  # rejected: never opted in
-    rebuild = start_cli(settings, "rebuild-state", "--yes")
-    try:
-        code = rebuild.wait(120)
-        output = rebuild.output()
-    finally:
-        rebuild.close()
+    code, output = run_cli(settings, "rebuild-state", "--yes")
     assert code == 0, output[-3000:]
     assert "rebuilt: 40 events applied, 1 rejected" in output
     store = RedisStateStore.from_settings(settings.redis, settings.state)
     policy = DecisionPolicy()
-    from tests.integration.support import send_request
-
     prepared = policy.prepare(send_request(to="r7@example.com"))
     snapshot = store.read(prepared.keys)
     assert snapshot.status.ready
@@ -66,12 +61,7 @@ def test_workers_refuse_a_redis_that_evicts_keys(kafka_topics, tmp_path):
     try:
         settings = kafka_topics.model_copy(update={"redis": RedisSettings(url=f"redis://127.0.0.1:{port}/0")})
         for command in ("preferences", "gate"):
-            worker = start_cli(settings, command)
-            try:
-                code = worker.wait(60)
-                output = worker.output()
-            finally:
-                worker.close()
+            code, output = run_cli(settings, command, timeout=60)
             assert code == 14, output[-2000:]  # ExitCode.CONFIG
             assert "noeviction" in output
     finally:
@@ -81,11 +71,6 @@ def test_workers_refuse_a_redis_that_evicts_keys(kafka_topics, tmp_path):
 
 def test_workers_exit_clearly_when_redis_is_unreachable_at_start(kafka_topics):
     settings = kafka_topics.model_copy(update={"redis": RedisSettings(url="redis://127.0.0.1:1/0", connect_timeout_seconds=0.3)})
-    worker = start_cli(settings, "rebuild-state", "--yes")
-    try:
-        code = worker.wait(60)
-        output = worker.output()
-    finally:
-        worker.close()
+    code, output = run_cli(settings, "rebuild-state", "--yes", timeout=60)
     assert code == 15, output[-2000:]  # ExitCode.UNREACHABLE
     assert "Redis" in output and "Traceback" not in output
