@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 from worker.models import OrgSettings, UnsubscribeScope, UserOptOutScope
 
@@ -41,6 +41,10 @@ class FactKind(enum.Enum):
     DO_NOT_CONTACT = "cd"  # subject: (contact_id,)
     OK_TO_EMAIL = "ck"  # subject: (contact_id,)
     ORG_SETTINGS = "os"  # subject: ()
+
+    # Members are singletons: identity hashing (C level) instead of Enum's
+    # Python-level name hash, on the hot path of every FactKey lookup.
+    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True, slots=True)
