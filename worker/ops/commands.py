@@ -4,4 +4,10 @@ from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from worker.ops.bench import bench_command
+from worker.ops.generate import generate_command
+
+COMMANDS: list[click.Command] = [
+    bench_command,
+    generate_command,
+]
