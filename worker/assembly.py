@@ -76,6 +76,7 @@ def build_applier(runtime: Runtime) -> PreferenceApplier:
         end_offsets=runtime.preference_end_offsets(),
         metrics=runtime.metrics,
         stop=runtime.stop,
+        health=runtime.health,
     )
 
 

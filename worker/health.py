@@ -46,8 +46,11 @@ class Health:
         with self._lock:
             return self._ready, self._reason
 
+    def seconds_since_alive(self) -> float:
+        return time.monotonic() - self._alive_at
+
     def alive(self) -> bool:
-        return time.monotonic() - self._alive_at < LIVENESS_STALE_SECONDS
+        return self.seconds_since_alive() < LIVENESS_STALE_SECONDS
 
 
 class HealthServer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -18,7 +19,9 @@ from tests.integration.support import (
     run_cli,
     free_port,
     wait_until,
+    WorkerThread,
 )
+from worker.assembly import Runtime, build_applier, build_gate
 from worker.codec import AvroCodec
 from worker.models import PreferenceEventType as T
 
@@ -68,3 +71,19 @@ def test_a_burst_of_dead_letters_stops_the_gate_loudly_and_commits_nothing(kafka
     assert code == 12, output[-3000:]  # ExitCode.DEAD_LETTER_BURST
     assert "undecodable requests within" in output
     assert read_outputs(settings).dead_letter == [], "the aborted transaction must not be visible"
+
+
+def test_an_idle_gate_reports_ready_once_the_store_is_built_and_an_idle_applier_stays_alive(kafka_topics):
+    settings = kafka_topics
+    gate_runtime = Runtime.create(settings)
+    gate = WorkerThread(gate_runtime, build_gate(gate_runtime).run)
+    applier_runtime = Runtime.create(settings)
+    applier = WorkerThread(applier_runtime, build_applier(applier_runtime).run)
+    try:
+        wait_until(lambda: gate_runtime.health.readiness()[0], timeout=30, message="idle gate ready")
+        time.sleep(1.5)
+        assert applier_runtime.health.seconds_since_alive() < 1.0, "the applier loop marks itself alive"
+        assert gate_runtime.health.seconds_since_alive() < 1.0
+    finally:
+        applier.stop()
+        gate.stop()

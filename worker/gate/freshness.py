@@ -45,6 +45,14 @@ class FreshStateReader:
             raise StateNotReady("state fell behind the freshness barrier again")
         return snapshot
 
+    def probe(self) -> None:
+        """Check, without reading facts, that a batch arriving now could be decided at once."""
+        barrier = self._end_offsets.read()
+        status = self._store.status()
+        self._require_ready(status)
+        if not status.covers(barrier):
+            raise StateNotReady("preference applier is behind the freshness barrier")
+
     def _wait_for(self, barrier: dict[int, int]) -> None:
         started = time.monotonic()
         self._metrics.barrier_waits.inc()

@@ -32,6 +32,7 @@ from worker.runtime import Backoff, StopSignal
 logger = logging.getLogger(__name__)
 
 MASKED_DETAIL_LIMIT = 300
+IDLE_READINESS_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Gate:
         self._next_offsets: dict[int, int] = {}
         self._assigned: set[int] = set()
         self._dead_letter_times: collections.deque[float] = collections.deque()
+        self._readiness_checked_at = 0.0
         self.progress = GateProgress()
 
     # -- run loop ---------------------------------------------------------
@@ -122,10 +124,25 @@ class Gate:
         messages = [m for m in messages if self._accept(m)]
         if messages:
             self._process(messages)
+        else:
+            self._probe_readiness_when_idle()
         if self._in_transaction and self._commit_due():
             self._commit()
         self._health.mark_alive()
         return bool(messages)
+
+    def _probe_readiness_when_idle(self) -> None:
+        """An idle gate reports whether it could decide, so probes and rollouts need no traffic."""
+        now = time.monotonic()
+        if now - self._readiness_checked_at < IDLE_READINESS_INTERVAL_SECONDS:
+            return
+        self._readiness_checked_at = now
+        try:
+            self._state.probe()
+        except RetryableError as exc:
+            self._health.set_ready(False, reason=str(exc))
+            return
+        self._health.set_ready(True)
 
     def _finish(self) -> None:
         if self._in_transaction:

@@ -17,6 +17,7 @@ from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
 from worker.config import Settings
 from worker.errors import KafkaFatal, RetryableError, StateUnavailable
+from worker.health import Health
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.metrics import Metrics
 from worker.models import PreferenceEvent, RejectionReason
@@ -60,6 +61,7 @@ class PreferenceApplier:
         end_offsets: CommittedEndOffsets,
         metrics: Metrics,
         stop: StopSignal,
+        health: Health | None = None,
     ) -> None:
         self._settings = settings
         self._topic = settings.topics.preferences
@@ -70,6 +72,7 @@ class PreferenceApplier:
         self._end_offsets = end_offsets
         self._metrics = metrics
         self._stop = stop
+        self._health = health
         self._rules = PreferenceRules(default_phone_region=settings.state.default_phone_region)
         self._backoff = Backoff(settings.gate.backoff_initial_seconds, settings.gate.backoff_max_seconds)
         self.progress = ApplierProgress()
@@ -126,6 +129,8 @@ class PreferenceApplier:
                 if until_ready and self.progress.status.ready:
                     return True
                 messages = consumer.consume(self._settings.preferences.batch_max_messages, self._settings.preferences.poll_timeout_seconds)
+                if self._health is not None:
+                    self._health.mark_alive()
                 if self._resync_requested:
                     raise _Resync("assignment found a different generation")
                 now = time.monotonic()
