@@ -1,0 +1,615 @@
+"""``sendgate replay``: re-submit suppressed sends that the current state now allows.
+
+Reads a window of ``sends.suppressed`` (filters: time on ``decided_at``,
+reason, organization, campaign), decides each record again on the live store
+behind the gate's freshness barrier (see :class:`~worker.ops.explain.LiveState`:
+an empty, rebuilding or lagging store stops the run, nothing is released on
+it), and produces those now allowed to ``sends.requested`` — the original
+``SendRequest`` re-encoded, the same key, with provenance headers. The gate
+then decides them like any request; replay only chooses what to re-submit.
+
+Never twice: the replay ledger
+------------------------------
+One Redis key per (organization, message_id) — a keyed BLAKE2b digest of
+both with the store's hash secret, under ``<key_prefix>-replay:`` — records
+that the message was released. The prefix sits beside the store's ``<key_prefix>:``
+keys on purpose: ``rebuild-state`` empties those (they are a cache of
+``preferences.changed``), while the ledger is the only record of what was
+released and must survive a rebuild. Each release goes:
+
+1. **claim** — ``SET key "c|token|claimed_at" NX PX ttl``; a key that exists
+   means the message was released (or is being released) already: skip it;
+2. **produce** with an idempotent producer (``acks=all``), the claim token in
+   the ``sendgate-replay-token`` header, then **flush**;
+3. **confirm** — compare-and-set the claim to ``"d|token|released_at|partition:offset"``.
+
+A crash (or a failed delivery, or Redis lost before step 3) leaves a claim
+without confirmation: the message is *in doubt*, never silently lost and never
+re-sent blindly. A later run resolves a claim older than ``--in-doubt-after``
+(well past the producer's delivery timeout, so no write of the crashed run can
+still land) by looking for its token in ``sends.requested``: found → the claim
+is confirmed (it was sent); not found → the message is claimed anew and
+released. Younger claims (another run may be producing them) are only reported.
+
+The ledger dedupes by message, not by record: a message suppressed again after
+its replay (e.g. re-silenced before the gate saw the released copy) is not
+released a second time within the window, because ``sends.suppressed`` cannot
+tell whether that copy or another one of the same message reached
+``sends.allowed``. The summary counts these as "suppressed again after a
+replay". Records decided longer ago than the window (``--dedupe-window``,
+default 30 days) are not replayed at all, and a marker lives for the longer of
+the window and 30 days, plus a day: while a record is eligible, the marker of
+any earlier release of its message still exists. (The 30-day floor means a run
+with a short window narrows what it replays without shortening what later
+runs rely on; the topic's own retention is 7 days by default.)
+
+Losing the Redis data loses the ledger: the store must not evict keys (checked
+at start), and the released copies stay identifiable in ``sends.requested`` by
+their ``sendgate-replay-of`` header for the topic's retention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import click
+import redis
+from confluent_kafka import KafkaException, Message, Producer
+from rich.console import Console
+
+from worker.codec import AvroCodec
+from worker.codec.errors import DecodeError
+from worker.config import Settings, StateSettings
+from worker.errors import ExitCode, FatalError, SendgateError, ServiceUnreachable
+from worker.kafka.clients import idempotent_producer_config
+from worker.models import SendRequest, SuppressionReason
+from worker.ops.explain import LiveState
+from worker.ops.tables import by_reason_rows, counts_table, echo_json, progress_bar
+from worker.ops.topic_reader import DurationParam, RecordFilter, TimeParam, TopicWindow, parse_duration, position
+
+logger = logging.getLogger(__name__)
+
+REPLAY_OF_HEADER = "sendgate-replay-of"
+REPLAYED_AT_HEADER = "sendgate-replayed-at"
+REPLAY_TOKEN_HEADER = "sendgate-replay-token"
+
+DEFAULT_WINDOW = "30d"
+DEFAULT_IN_DOUBT_AFTER = "5m"
+# librdkafka gives up on an undelivered message after this; an in-doubt claim
+# must be much older before its absence from the topic proves it was not sent.
+DELIVERY_TIMEOUT_MS = 30_000
+MIN_IN_DOUBT_AFTER_MS = 4 * DELIVERY_TIMEOUT_MS
+# The gate re-decides a released copy within seconds; a day covers a backlog.
+MARKER_MARGIN_MS = 24 * 3_600_000
+BATCH_SIZE = 500
+
+_CONFIRM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+_ABANDON = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class ReplayIncomplete(FatalError):
+    """Some releases of this run could not be confirmed: they are in doubt until a later run resolves them."""
+
+    exit_code = ExitCode.FAILURE
+
+
+# -- the ledger ---------------------------------------------------------------
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger value: ``c|token|claimed_at`` (claimed) or ``d|token|released_at|partition:offset`` (done)."""
+
+    done: bool
+    token: str
+    at_ms: int
+    where: str = ""
+
+    def encode(self) -> str:
+        if self.done:
+            return f"d|{self.token}|{self.at_ms}|{self.where}"
+        return f"c|{self.token}|{self.at_ms}"
+
+    @classmethod
+    def decode(cls, raw: str) -> LedgerEntry:
+        parts = raw.split("|")
+        if parts[0] not in ("c", "d") or len(parts) < 3:
+            raise ValueError("not a replay ledger value")
+        return cls(done=parts[0] == "d", token=parts[1], at_ms=int(parts[2]), where=parts[3] if len(parts) > 3 else "")
+
+
+class ReplayLedger:
+    """Which messages replay has released, in Redis; keys are keyed digests, never raw ids."""
+
+    def __init__(self, *, client: redis.Redis, state: StateSettings, ttl_ms: int) -> None:
+        self._client = client
+        self._secret = state.hash_secret.get_secret_value().encode()
+        self.prefix = f"{state.key_prefix}-replay:"
+        self._ttl_ms = ttl_ms
+        self._confirm = client.register_script(_CONFIRM)
+        self._take_over = client.register_script(_TAKE_OVER)
+        self._abandon = client.register_script(_ABANDON)
+
+    def key(self, org_id: str, message_id: str) -> str:
+        identity = f"{org_id}\x1f{message_id}".encode()
+        digest = hashlib.blake2b(identity, key=self._secret, digest_size=16, person=b"sendgate-replay")
+        return self.prefix + digest.hexdigest()
+
+    def claim(self, claims: list[tuple[str, LedgerEntry]]) -> list[bool]:
+        """SET NX every claim in one round trip; True where this call created the key."""
+
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for key, entry in claims:
+                pipe.set(key, entry.encode(), nx=True, px=self._ttl_ms)
+            return pipe.execute()
+
+        return [bool(reply) for reply in self._call(run)]
+
+    def get(self, keys: list[str]) -> list[LedgerEntry | None]:
+        if not keys:
+            return []
+        values = self._call(lambda: self._client.mget(keys))
+        entries: list[LedgerEntry | None] = []
+        for raw in values:
+            if raw is None:
+                entries.append(None)
+                continue
+            try:
+                entries.append(LedgerEntry.decode(raw.decode() if isinstance(raw, bytes) else raw))
+            except ValueError:
+                # Not ours to interpret: treat as released (never re-send on doubt).
+                entries.append(LedgerEntry(done=True, token="?", at_ms=0))
+        return entries
+
+    def confirm(self, key: str, claim: LedgerEntry, done: LedgerEntry) -> bool:
+        return bool(self._call(lambda: self._confirm(keys=[key], args=[claim.encode(), done.encode()])))
+
+    def take_over(self, key: str, old: LedgerEntry, new: LedgerEntry) -> bool:
+        return bool(self._call(lambda: self._take_over(keys=[key], args=[old.encode(), new.encode(), self._ttl_ms])))
+
+    def abandon(self, key: str, claim: LedgerEntry) -> bool:
+        """Drop our claim of a message that was certainly not handed to Kafka."""
+        return bool(self._call(lambda: self._abandon(keys=[key], args=[claim.encode()])))
+
+    @staticmethod
+    def _call(operation: Callable[[], Any]) -> Any:
+        try:
+            return operation()
+        except redis.RedisError as exc:
+            raise ServiceUnreachable(f"Redis (replay ledger): {type(exc).__name__}: {exc}") from exc
+
+
+# -- the run --------------------------------------------------------------------
+@dataclass
+class ReplaySummary:
+    """What a run saw and did; ``released`` is "would release" in a dry run."""
+
+    dry_run: bool = False
+    scanned: int = 0
+    undecodable: int = 0
+    matched: int = 0
+    older_than_window: int = 0
+    still_suppressed: Counter[str] = field(default_factory=Counter)
+    released: Counter[str] = field(default_factory=Counter)
+    already_replayed: int = 0
+    resuppressed_after_replay: int = 0
+    in_doubt: int = 0
+    in_doubt_found_sent: int = 0
+    in_doubt_released_again: int = 0
+    unconfirmed_this_run: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "scanned": self.scanned,
+            "undecodable": self.undecodable,
+            "matched": self.matched,
+            "older_than_window": self.older_than_window,
+            "still_suppressed": dict(self.still_suppressed),
+            "still_suppressed_total": sum(self.still_suppressed.values()),
+            "released": dict(self.released),
+            "released_total": sum(self.released.values()),
+            "already_replayed": self.already_replayed,
+            "resuppressed_after_replay": self.resuppressed_after_replay,
+            "in_doubt": self.in_doubt,
+            "in_doubt_found_sent": self.in_doubt_found_sent,
+            "in_doubt_released_again": self.in_doubt_released_again,
+            "unconfirmed_this_run": self.unconfirmed_this_run,
+        }
+
+
+@dataclass
+class _Candidate:
+    """A matched record the current state allows."""
+
+    message: Message
+    record: dict[str, Any]
+    key: str
+    claim: LedgerEntry | None = None
+    claimed_at: float = 0.0  # monotonic
+
+    @property
+    def reason(self) -> str:
+        return str(self.record["primary_reason"])
+
+
+class Replayer:
+    """One replay run over a window of ``sends.suppressed``."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        live: LiveState,
+        ledger: ReplayLedger,
+        codec: AvroCodec,
+        producer: Producer | None,
+        record_filter: RecordFilter,
+        window_ms: int,
+        in_doubt_after_ms: int,
+        on_progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> None:
+        self._settings = settings
+        self._topics = settings.topics
+        self._live = live
+        self._ledger = ledger
+        self._codec = codec
+        self._producer = producer  # None: dry run
+        self._filter = record_filter
+        self._window_ms = window_ms
+        self._in_doubt_after_ms = in_doubt_after_ms
+        self._on_progress = on_progress
+        self._run_id = uuid.uuid4().hex[:12]
+        self._sequence = 0
+        self._stale: list[tuple[_Candidate, LedgerEntry]] = []
+        self._seen_this_run: set[str] = set()  # dry run: keys it would claim
+        self.summary = ReplaySummary(dry_run=producer is None)
+
+    def run(self) -> ReplaySummary:
+        started_ms = int(time.time() * 1000)
+        oldest_eligible = started_ms - self._window_ms
+        batch: list[tuple[Message, dict[str, Any]]] = []
+        with TopicWindow(self._settings, self._topics.suppressed, since_ms=self._filter.since_ms) as window:
+            total = window.total
+            self._on_progress(0, total)
+            for message in window:
+                self.summary.scanned += 1
+                record = self._decode(message)
+                if record is None or not self._filter.matches_suppressed(record):
+                    continue
+                self.summary.matched += 1
+                if record["decided_at"] < oldest_eligible:
+                    self.summary.older_than_window += 1
+                    continue
+                batch.append((message, record))
+                if len(batch) >= BATCH_SIZE:
+                    self._process(batch)
+                    batch = []
+                    self._on_progress(self.summary.scanned, total)
+            if batch:
+                self._process(batch)
+            self._on_progress(total, total)
+        self._resolve_in_doubt()
+        logger.info("replay finished", extra={"run": self._run_id, **{k: v for k, v in self.summary.to_json().items() if isinstance(v, int)}})
+        return self.summary
+
+    def _decode(self, message: Message) -> dict[str, Any] | None:
+        try:
+            return self._codec.decode("SuppressedSend", message.value())
+        except DecodeError as exc:
+            self.summary.undecodable += 1
+            logger.warning("undecodable suppressed record skipped", extra={"at": position(message), "error_class": type(exc).__name__})
+            return None
+
+    # -- one batch ------------------------------------------------------------
+    def _process(self, batch: list[tuple[Message, dict[str, Any]]]) -> None:
+        requests = [SendRequest.from_record(record["request"]) for _, record in batch]
+        decisions = self._live.decide(requests)
+        candidates: list[_Candidate] = []
+        for (message, record), request, decision in zip(batch, requests, decisions):
+            if not decision.allowed:
+                primary = decision.primary_reason or SuppressionReason.INVALID_ADDRESS
+                self.summary.still_suppressed[primary.value] += 1
+                continue
+            candidates.append(_Candidate(message, record, self._ledger.key(request.org_id, request.message_id)))
+        if not candidates:
+            return
+        if self._producer is None:
+            self._predict(candidates)
+            return
+        claims = []
+        for candidate in candidates:
+            candidate.claim = self._new_claim()
+            claims.append((candidate.key, candidate.claim))
+        won = self._ledger.claim(claims)
+        now = time.monotonic()
+        winners = []
+        for candidate, ok in zip(candidates, won):
+            candidate.claimed_at = now
+            if ok:
+                winners.append(candidate)
+        losers = [c for c, ok in zip(candidates, won) if not ok]
+        for candidate, entry in zip(losers, self._ledger.get([c.key for c in losers])):
+            self._existing(candidate, entry)
+        self._release(winners)
+
+    def _predict(self, candidates: list[_Candidate]) -> None:
+        """Dry run: what a real run would do, from the ledger as it is (nothing written)."""
+        for candidate, entry in zip(candidates, self._ledger.get([c.key for c in candidates])):
+            if entry is None and candidate.key not in self._seen_this_run:
+                self._seen_this_run.add(candidate.key)
+                self.summary.released[candidate.reason] += 1
+            elif entry is None:
+                self.summary.already_replayed += 1
+            elif entry.done:
+                self._count_already(candidate, entry)
+            else:
+                self.summary.in_doubt += 1
+
+    def _existing(self, candidate: _Candidate, entry: LedgerEntry | None) -> None:
+        if entry is None:
+            # The key expired between SET NX and GET: the next run decides it afresh.
+            self.summary.in_doubt += 1
+        elif entry.done:
+            self._count_already(candidate, entry)
+        elif entry.token.startswith(self._run_id + "."):
+            self.summary.already_replayed += 1  # the same message twice in this window
+        elif int(time.time() * 1000) - entry.at_ms >= self._in_doubt_after_ms:
+            self._stale.append((candidate, entry))
+        else:
+            self.summary.in_doubt += 1  # claimed moments ago, probably by a run still producing it
+
+    def _count_already(self, candidate: _Candidate, entry: LedgerEntry) -> None:
+        self.summary.already_replayed += 1
+        if candidate.record["decided_at"] > entry.at_ms:
+            self.summary.resuppressed_after_replay += 1
+
+    def _new_claim(self) -> LedgerEntry:
+        self._sequence += 1
+        return LedgerEntry(done=False, token=f"{self._run_id}.{self._sequence}", at_ms=int(time.time() * 1000))
+
+    # -- produce and confirm --------------------------------------------------
+    def _release(self, candidates: list[_Candidate]) -> None:
+        producer = self._producer
+        if producer is None or not candidates:
+            return
+        results: dict[str, Any] = {}
+        handed: list[_Candidate] = []
+        failure: KafkaException | None = None
+        for index, candidate in enumerate(candidates):
+            assert candidate.claim is not None
+            # A claim this old may already count as in doubt elsewhere: leave it to the resolver.
+            if (time.monotonic() - candidate.claimed_at) * 1000 > self._in_doubt_after_ms / 2:
+                self.summary.unconfirmed_this_run += 1
+                continue
+            replayed_at = int(time.time() * 1000)
+            headers = [
+                (REPLAY_OF_HEADER, position(candidate.message).encode()),
+                (REPLAYED_AT_HEADER, str(replayed_at).encode()),
+                (REPLAY_TOKEN_HEADER, candidate.claim.token.encode()),
+            ]
+            value = self._codec.encode("SendRequest", candidate.record["request"])
+            token = candidate.claim.token
+            try:
+                self._produce(producer, candidate.message.key(), value, headers, lambda err, msg, t=token: results.__setitem__(t, (err, msg)))
+            except KafkaException as exc:
+                # Never handed to librdkafka: this claim and the rest are safe to drop.
+                for dropped in candidates[index:]:
+                    assert dropped.claim is not None
+                    self._ledger.abandon(dropped.key, dropped.claim)
+                failure = exc
+                break
+            handed.append(candidate)
+        remaining = producer.flush(DELIVERY_TIMEOUT_MS / 1000 + 5)
+        if remaining:
+            logger.warning("replay deliveries unconfirmed after flush", extra={"pending": remaining})
+        for candidate in handed:
+            assert candidate.claim is not None
+            error, delivered = results.get(candidate.claim.token, (None, None))
+            if delivered is None or error is not None:
+                # Maybe written, maybe not: the claim stays, a later run resolves it.
+                self.summary.unconfirmed_this_run += 1
+                logger.warning("replay delivery not confirmed: message in doubt", extra={"source": position(candidate.message), "error": str(error)})
+                continue
+            done = LedgerEntry(True, candidate.claim.token, int(time.time() * 1000), f"{delivered.partition()}:{delivered.offset()}")
+            if not self._ledger.confirm(candidate.key, candidate.claim, done):
+                self.summary.unconfirmed_this_run += 1
+                continue
+            self.summary.released[candidate.reason] += 1
+        if failure is not None:
+            error = failure.args[0]
+            raise ServiceUnreachable(f"producing to {self._topics.requested} failed: {error}") from failure
+
+    def _produce(self, producer: Producer, key: bytes | None, value: bytes, headers: list, on_delivery: Any) -> None:
+        while True:
+            try:
+                producer.produce(self._topics.requested, key=key, value=value, headers=headers, on_delivery=on_delivery)
+                producer.poll(0)
+                return
+            except BufferError:
+                producer.poll(0.1)  # local queue full: let librdkafka send
+
+    # -- in-doubt claims of earlier runs ---------------------------------------
+    def _resolve_in_doubt(self) -> None:
+        """Claims older than the horizon: sent (token in sends.requested) → confirm; else release again."""
+        if not self._stale:
+            return
+        pending = {entry.token: (candidate, entry) for candidate, entry in self._stale}
+        found: dict[str, str] = {}
+        since = min(entry.at_ms for _, entry in self._stale)
+        # Uncommitted: our writes are not transactional, and another producer's
+        # open transaction must not hide them.
+        with TopicWindow(self._settings, self._topics.requested, since_ms=since, committed=False) as window:
+            for message in window:
+                token = _header(message, REPLAY_TOKEN_HEADER)
+                if token in pending and token not in found:
+                    found[token] = f"{message.partition()}:{message.offset()}"
+                    if len(found) == len(pending):
+                        break
+        again: list[_Candidate] = []
+        for token, (candidate, entry) in pending.items():
+            if token in found:
+                done = LedgerEntry(True, token, entry.at_ms, found[token])
+                if self._ledger.confirm(candidate.key, entry, done):
+                    self.summary.in_doubt_found_sent += 1
+                    self.summary.already_replayed += 1
+                else:
+                    self.summary.in_doubt += 1
+                continue
+            candidate.claim = self._new_claim()
+            if self._ledger.take_over(candidate.key, entry, candidate.claim):
+                candidate.claimed_at = time.monotonic()
+                again.append(candidate)
+            else:
+                self.summary.in_doubt += 1  # changed meanwhile: another run resolved it
+        before = sum(self.summary.released.values())
+        self._release(again)
+        self.summary.in_doubt_released_again += sum(self.summary.released.values()) - before
+        self._stale.clear()
+
+
+def _header(message: Message, name: str) -> str | None:
+    for key, value in message.headers() or []:
+        if key == name and value is not None:
+            return value.decode(errors="replace")
+    return None
+
+
+# -- output ----------------------------------------------------------------------
+def render_summary(console: Console, summary: ReplaySummary) -> None:
+    verb = "would release" if summary.dry_run else "released"
+    rows: list[tuple[str, Any]] = [
+        ("scanned", summary.scanned),
+        ("matched the filters", summary.matched),
+        ("  older than the dedupe window (not replayed)", summary.older_than_window),
+        ("still suppressed now (by current primary reason)", sum(summary.still_suppressed.values())),
+        *by_reason_rows(summary.still_suppressed, indent="    "),
+        (f"{verb} (by original primary reason)", sum(summary.released.values())),
+        *by_reason_rows(summary.released, indent="    "),
+        ("skipped: already replayed", summary.already_replayed),
+        ("  of which suppressed again after a replay", summary.resuppressed_after_replay),
+        ("in doubt (claimed, not confirmed)", summary.in_doubt),
+    ]
+    if summary.in_doubt_found_sent or summary.in_doubt_released_again:
+        rows += [
+            ("earlier in-doubt claims found sent", summary.in_doubt_found_sent),
+            ("earlier in-doubt claims released again", summary.in_doubt_released_again),
+        ]
+    if summary.unconfirmed_this_run:
+        rows.append(("[red]unconfirmed releases of this run[/red]", summary.unconfirmed_this_run))
+    if summary.undecodable:
+        rows.append(("undecodable records skipped", summary.undecodable))
+    title = "Replay (dry run: nothing produced)" if summary.dry_run else "Replay"
+    console.print(counts_table(title, rows))
+
+
+# -- command ------------------------------------------------------------------------
+_REASONS = [r.value for r in SuppressionReason]
+
+
+@click.command("replay")
+@click.option("--since", type=TimeParam(), default=None, help="Only records decided at or after this time (epoch ms or ISO-8601, UTC if no zone).")
+@click.option("--until", type=TimeParam(), default=None, help="Only records decided before this time.")
+@click.option("--reason", "reasons", multiple=True, metavar="REASON", type=click.Choice(_REASONS, case_sensitive=False),
+              help="Only records suppressed for this reason, e.g. SILENCED (matches any of their reasons; repeatable).")
+@click.option("--org", "orgs", multiple=True, help="Only this organization (repeatable).")
+@click.option("--campaign", "campaigns", multiple=True, help="Only this campaign (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Decide and count, produce and record nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--dedupe-window", type=DurationParam(), default=DEFAULT_WINDOW, show_default=True, envvar="SENDGATE_REPLAY_DEDUPE_WINDOW",
+              help="How long a released message is never released again; older records are not replayed.")
+@click.option("--in-doubt-after", type=DurationParam(), default=DEFAULT_IN_DOUBT_AFTER, show_default=True,
+              help="Age after which an unconfirmed claim of an earlier run is resolved against sends.requested.")
+@click.pass_obj
+def replay_command(
+    settings: Settings, since: int | None, until: int | None, reasons: tuple[str, ...], orgs: tuple[str, ...],
+    campaigns: tuple[str, ...], dry_run: bool, as_json: bool, dedupe_window: int, in_doubt_after: int,
+) -> None:
+    """Re-submit suppressed sends the current state allows, each message at most once.
+
+    Time filters apply to decided_at (when the gate suppressed the record);
+    --since is inclusive, --until exclusive. Each matching record is decided
+    again on the live state (fail closed: an unready or lagging store stops
+    the run). Those now allowed go to sends.requested with their original key
+    and value and the headers sendgate-replay-of (topic/partition/offset),
+    sendgate-replayed-at and sendgate-replay-token.
+    """
+    from worker.cli import console, err_console, run_guarded
+
+    try:
+        record_filter = RecordFilter(since, until, frozenset(r.upper() for r in reasons), frozenset(orgs), frozenset(campaigns))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--since' / '--until'") from None
+    if in_doubt_after < MIN_IN_DOUBT_AFTER_MS:
+        raise click.BadParameter(f"must be at least {MIN_IN_DOUBT_AFTER_MS // 1000}s (the producer's delivery timeout, with margin)", param_hint="'--in-doubt-after'")
+
+    def body() -> None:
+        live = LiveState.connect(settings, topics=[settings.topics.suppressed, settings.topics.requested])
+        producer = None
+        if not dry_run:
+            producer = Producer({**idempotent_producer_config(settings), "message.timeout.ms": DELIVERY_TIMEOUT_MS, "logger": logger})
+        ledger = ReplayLedger(client=live.store.client, state=settings.state, ttl_ms=marker_ttl_ms(dedupe_window))
+        bar = progress_bar(err_console, "replaying" if not dry_run else "replay (dry run)", disable=as_json)
+        task = bar.add_task("records", total=None)
+        replayer = Replayer(
+            settings=settings, live=live, ledger=ledger, codec=_codec(settings), producer=producer,
+            record_filter=record_filter, window_ms=dedupe_window, in_doubt_after_ms=in_doubt_after,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+        try:
+            with bar:
+                summary = replayer.run()
+        except SendgateError:
+            if replayer.summary.scanned:
+                err_console.print("[red]replay stopped early[/red]; what it did so far:")
+                render_summary(err_console, replayer.summary)
+            raise
+        finally:
+            if producer is not None:
+                producer.flush(5)
+            live.close()
+        if as_json:
+            echo_json(summary.to_json())
+        else:
+            render_summary(console, summary)
+        if summary.unconfirmed_this_run:
+            raise ReplayIncomplete(
+                f"{summary.unconfirmed_this_run} release(s) could not be confirmed; they are in doubt, never re-sent "
+                f"blindly: run replay again after {in_doubt_after // 1000}s to resolve them"
+            )
+
+    run_guarded(body)
+
+
+def marker_ttl_ms(window_ms: int) -> int:
+    """How long a release is remembered: never less than the default window, so a run with a
+    shorter window (which only narrows what it replays) cannot shorten what later runs rely on."""
+    return max(window_ms, parse_duration(DEFAULT_WINDOW)) + MARKER_MARGIN_MS
+
+
+def _codec(settings: Settings) -> AvroCodec:
+    return AvroCodec.from_settings(settings)
+
