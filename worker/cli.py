@@ -21,7 +21,6 @@ from rich.table import Table
 from worker import __version__, logs
 from worker.config import Settings
 from worker.errors import ExitCode, FatalError, RetryableError, SendgateError
-from worker.runtime import StopSignal
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=False)

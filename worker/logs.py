@@ -20,12 +20,20 @@ from worker.config import LogSettings
 
 EMAIL_PATTERN = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9\-]+\.)+[A-Za-z0-9\-]+")
 PHONE_PATTERN = re.compile(r"(?<![\w.:/-])\+?\d[\d \-().]{6,}\d(?![\w.])")
+IPV4_PATTERN = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
+
+def _mask_phone(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if IPV4_PATTERN.fullmatch(text):  # broker and Redis addresses must stay readable
+        return text
+    return "***" + text[-2:]
 
 
 def mask_text(text: str) -> str:
     """Replace email addresses and phone-number-like digit runs by masks."""
     text = EMAIL_PATTERN.sub(lambda m: f"{m.group(1)}***@***", text)
-    return PHONE_PATTERN.sub(lambda m: "***" + m.group(0)[-2:], text)
+    return PHONE_PATTERN.sub(_mask_phone, text)
 
 
 def _mask_value(value: Any) -> Any:

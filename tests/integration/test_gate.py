@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
-import pytest
-
 from tests.integration.support import (
     now_ms,
     preference_event,
@@ -13,12 +9,10 @@ from tests.integration.support import (
     produce_raw,
     produce_sends,
     producer,
-    read_outputs,
     running_applier,
     running_gate,
     send_request,
     wait_for_outputs,
-    wait_until,
     headers_of,
 )
 from worker.codec import AvroCodec

@@ -9,7 +9,6 @@ from collections import Counter
 import pytest
 
 from tests.integration.support import (
-    now_ms,
     preference_event,
     produce_events,
     produce_sends,

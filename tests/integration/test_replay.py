@@ -35,10 +35,9 @@ from worker.ops.replay import (
     REPLAY_OF_HEADER,
     REPLAY_TOKEN_HEADER,
     REPLAYED_AT_HEADER,
-    LedgerEntry,
-    ReplayLedger,
     replay_command,
 )
+from worker.ops.replay_ledger import LedgerEntry, ReplayLedger
 
 HOUR_MS = 3_600_000
 

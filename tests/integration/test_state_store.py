@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import redis
 
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError, StateUnavailable

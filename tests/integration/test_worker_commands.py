@@ -13,7 +13,6 @@ from tests.integration.support import (
     free_port,
     start_redis,
     wait_for_outputs,
-    wait_until,
 )
 from worker.codec import AvroCodec
 from worker.config import RedisSettings

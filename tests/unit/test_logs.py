@@ -17,7 +17,7 @@ def test_addresses_and_phone_numbers_are_masked_wherever_they_appear():
 
 
 def test_offsets_timestamps_and_state_descriptions_survive_masking():
-    for text in ("sends.requested[3]@123456", "2026-11-26T07:28:29.123Z", "gen=abc;applied=0:12,1:55"):
+    for text in ("sends.requested[3]@123456", "2026-11-26T07:28:29.123Z", "gen=abc;applied=0:12,1:55", "connecting to 127.0.0.1:9092"):
         assert mask_text(text) == text
 
 

@@ -8,7 +8,7 @@ import redis
 from pydantic import SecretStr
 
 from worker.config import StateSettings
-from worker.ops.replay import LedgerEntry, ReplayLedger
+from worker.ops.replay_ledger import LedgerEntry, ReplayLedger
 from worker.ops.topic_reader import DurationParam, RecordFilter, TimeParam, parse_duration, parse_time
 
 JAN_1_2026_MS = 1_767_225_600_000

@@ -12,7 +12,7 @@ import time
 from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from worker.errors import RetryableError, ServiceUnreachable
+from worker.errors import ConfigurationError, RetryableError
 
 PARTITIONS_REFRESH_SECONDS = 30.0
 
@@ -40,7 +40,7 @@ class CommittedEndOffsets:
                 raise OffsetsUnavailable(f"metadata of {self._topic}: {exc}") from exc
             topic = metadata.topics.get(self._topic)
             if topic is None or topic.error is not None or not topic.partitions:
-                raise ServiceUnreachable(
+                raise ConfigurationError(
                     f"topic {self._topic!r} does not exist: create the topics first (sendgate topics create)"
                 )
             self._partitions = sorted(topic.partitions)

@@ -50,7 +50,6 @@ their ``sendgate-replay-of`` header for the topic's retention.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -59,17 +58,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import click
-import redis
 from confluent_kafka import KafkaException, Message, Producer
 from rich.console import Console
 
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
-from worker.config import Settings, StateSettings
+from worker.config import Settings
 from worker.errors import ExitCode, FatalError, SendgateError, ServiceUnreachable
 from worker.kafka.clients import idempotent_producer_config
 from worker.models import SendRequest, SuppressionReason
 from worker.ops.explain import LiveState
+from worker.ops.replay_ledger import LedgerEntry, ReplayLedger
 from worker.ops.tables import by_reason_rows, counts_table, echo_json, progress_bar
 from worker.ops.topic_reader import DurationParam, RecordFilter, TimeParam, TopicWindow, parse_duration, position
 
@@ -89,117 +88,10 @@ MIN_IN_DOUBT_AFTER_MS = 4 * DELIVERY_TIMEOUT_MS
 MARKER_MARGIN_MS = 24 * 3_600_000
 BATCH_SIZE = 500
 
-_CONFIRM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-  return 1
-end
-return 0
-"""
-_TAKE_OVER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-"""
-_ABANDON = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
 class ReplayIncomplete(FatalError):
     """Some releases of this run could not be confirmed: they are in doubt until a later run resolves them."""
 
     exit_code = ExitCode.FAILURE
-
-
-# -- the ledger ---------------------------------------------------------------
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One ledger value: ``c|token|claimed_at`` (claimed) or ``d|token|released_at|partition:offset`` (done)."""
-
-    done: bool
-    token: str
-    at_ms: int
-    where: str = ""
-
-    def encode(self) -> str:
-        if self.done:
-            return f"d|{self.token}|{self.at_ms}|{self.where}"
-        return f"c|{self.token}|{self.at_ms}"
-
-    @classmethod
-    def decode(cls, raw: str) -> LedgerEntry:
-        parts = raw.split("|")
-        if parts[0] not in ("c", "d") or len(parts) < 3:
-            raise ValueError("not a replay ledger value")
-        return cls(done=parts[0] == "d", token=parts[1], at_ms=int(parts[2]), where=parts[3] if len(parts) > 3 else "")
-
-
-class ReplayLedger:
-    """Which messages replay has released, in Redis; keys are keyed digests, never raw ids."""
-
-    def __init__(self, *, client: redis.Redis, state: StateSettings, ttl_ms: int) -> None:
-        self._client = client
-        self._secret = state.hash_secret.get_secret_value().encode()
-        self.prefix = f"{state.key_prefix}-replay:"
-        self._ttl_ms = ttl_ms
-        self._confirm = client.register_script(_CONFIRM)
-        self._take_over = client.register_script(_TAKE_OVER)
-        self._abandon = client.register_script(_ABANDON)
-
-    def key(self, org_id: str, message_id: str) -> str:
-        identity = f"{org_id}\x1f{message_id}".encode()
-        digest = hashlib.blake2b(identity, key=self._secret, digest_size=16, person=b"sendgate-replay")
-        return self.prefix + digest.hexdigest()
-
-    def claim(self, claims: list[tuple[str, LedgerEntry]]) -> list[bool]:
-        """SET NX every claim in one round trip; True where this call created the key."""
-
-        def run() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            for key, entry in claims:
-                pipe.set(key, entry.encode(), nx=True, px=self._ttl_ms)
-            return pipe.execute()
-
-        return [bool(reply) for reply in self._call(run)]
-
-    def get(self, keys: list[str]) -> list[LedgerEntry | None]:
-        if not keys:
-            return []
-        values = self._call(lambda: self._client.mget(keys))
-        entries: list[LedgerEntry | None] = []
-        for raw in values:
-            if raw is None:
-                entries.append(None)
-                continue
-            try:
-                entries.append(LedgerEntry.decode(raw.decode() if isinstance(raw, bytes) else raw))
-            except ValueError:
-                # Not ours to interpret: treat as released (never re-send on doubt).
-                entries.append(LedgerEntry(done=True, token="?", at_ms=0))
-        return entries
-
-    def confirm(self, key: str, claim: LedgerEntry, done: LedgerEntry) -> bool:
-        return bool(self._call(lambda: self._confirm(keys=[key], args=[claim.encode(), done.encode()])))
-
-    def take_over(self, key: str, old: LedgerEntry, new: LedgerEntry) -> bool:
-        return bool(self._call(lambda: self._take_over(keys=[key], args=[old.encode(), new.encode(), self._ttl_ms])))
-
-    def abandon(self, key: str, claim: LedgerEntry) -> bool:
-        """Drop our claim of a message that was certainly not handed to Kafka."""
-        return bool(self._call(lambda: self._abandon(keys=[key], args=[claim.encode()])))
-
-    @staticmethod
-    def _call(operation: Callable[[], Any]) -> Any:
-        try:
-            return operation()
-        except redis.RedisError as exc:
-            raise ServiceUnreachable(f"Redis (replay ledger): {type(exc).__name__}: {exc}") from exc
 
 
 # -- the run --------------------------------------------------------------------
