@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import redis
@@ -184,6 +185,15 @@ class _DecideTimer:
         return timer
 
 
+def _profiler() -> Any:
+    """A started pyinstrument profiler of the calling thread."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.002)  # coarse enough to keep its own cost small
+    profiler.start()
+    return profiler
+
+
 def _phase_sums(registry: Any) -> dict[str, float]:
     name = "sendgate_gate_batch_phase_seconds_sum"
     return {phase: registry.get_sample_value(name, {"phase": phase}) or 0.0 for phase in PHASES}
@@ -193,8 +203,14 @@ def _evalsha_calls(client: redis.Redis) -> int:
     return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-def measure_gate(settings: Settings, records: int, client: redis.Redis, *, console: Console | None) -> dict[str, Any]:
-    """Run the real gate over ``records`` waiting input records; counting starts after its first batch."""
+def measure_gate(
+    settings: Settings, records: int, client: redis.Redis, *, console: Console | None, profile: Path | None = None
+) -> dict[str, Any]:
+    """Run the real gate over ``records`` waiting input records; counting starts after its first batch.
+
+    With ``profile``, the gate's thread runs under pyinstrument (a sampling
+    profiler, installed separately) and its call tree is written there.
+    """
     from worker.assembly import Runtime, build_gate
 
     runtime = Runtime.create(settings)
@@ -203,10 +219,16 @@ def measure_gate(settings: Settings, records: int, client: redis.Redis, *, conso
     failure: list[BaseException] = []
 
     def work() -> None:
+        profiler = _profiler() if profile is not None else None
         try:
             gate.run(max_messages=records)
         except BaseException as exc:  # re-raised on this thread
             failure.append(exc)
+        finally:
+            if profiler is not None and profile is not None:
+                profiler.stop()
+                profile.parent.mkdir(parents=True, exist_ok=True)
+                profile.write_text(profiler.output_text(unicode=False, color=False))
 
     evalsha_before = _evalsha_calls(client)
     thread = threading.Thread(target=work, name="sendgate-bench-gate", daemon=True)

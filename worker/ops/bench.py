@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.util
 import json
 import logging
 import multiprocessing
@@ -132,8 +133,11 @@ def bench_settings(base: Settings, *, run_id: str, partitions: int) -> BenchSett
 class BenchRun:
     """One bench run: named stages in order, each adding its section to :attr:`results`."""
 
-    def __init__(self, base: Settings, config: BenchConfig, *, console: Console | None = None) -> None:
+    def __init__(
+        self, base: Settings, config: BenchConfig, *, console: Console | None = None, profile_gate: Path | None = None
+    ) -> None:
         self.config = config
+        self._profile_gate = profile_gate
         self.names = bench_settings(base, run_id=uuid.uuid4().hex[:8], partitions=config.partitions)
         self.console = console
         self.results: dict[str, Any] = {"version": 1, "config": dataclasses.asdict(config), "stages": {}}
@@ -250,7 +254,9 @@ class BenchRun:
         }
 
     def _gate(self) -> None:
-        self.results["gate"] = measure_gate(self.names.main, self.config.sends, self._redis, console=self.console)
+        self.results["gate"] = measure_gate(
+            self.names.main, self.config.sends, self._redis, console=self.console, profile=self._profile_gate
+        )
         baseline = self.results["baseline"]["records_per_second"]
         self.results["ratio"] = round(self.results["gate"]["records_per_second"] / baseline, 3) if baseline else None
 
@@ -336,9 +342,10 @@ class LatencyProbe:
         self._thread.join(10)
         self._consumer.close()
 
-    def wait_for(self, count: int, timeout: float) -> bool:
+    def wait_for(self, count: int, timeout: float, *, alive: Callable[[], bool] = lambda: True) -> bool:
+        """Wait until ``count`` records were seen; give up at ``timeout`` or when ``alive()`` turns false."""
         deadline = time.monotonic() + timeout
-        while self.seen < count and time.monotonic() < deadline:
+        while self.seen < count and time.monotonic() < deadline and alive():
             time.sleep(0.05)
         return self.seen >= count
 
@@ -378,14 +385,15 @@ def measure_latency(
         # Warm-up: the gate process is up, assigned and deciding before the clock runs.
         produce_sends(settings, plan.sends(WARM_UP_RECORDS, base_time_ms=_now_ms(), start=first_index + count, id_prefix="warm"),
                       codec=codec, producer=producer, stamp_now=True)
-        if not probe.wait_for(WARM_UP_RECORDS, timeout=120):
-            raise BenchFailed(f"latency: the gate process decided {probe.seen} of {WARM_UP_RECORDS} warm-up requests in 120s")
+        if not probe.wait_for(WARM_UP_RECORDS, timeout=120, alive=child.is_alive):
+            raise BenchFailed(f"latency: the gate process decided {probe.seen} of {WARM_UP_RECORDS} warm-up requests "
+                              f"(exit code {child.exitcode})")
         with progress_bar(console) as progress:
             report = produce_sends(
                 settings, plan.sends(count, base_time_ms=_now_ms(), start=first_index, id_prefix="lat"), codec=codec,
                 producer=producer, rate=rate, stamp_now=True, on_progress=tracked(progress, f"paced at {rate:,.0f}/s", count),
             )
-        if not probe.wait_for(WARM_UP_RECORDS + count, timeout=60):
+        if not probe.wait_for(WARM_UP_RECORDS + count, timeout=60, alive=child.is_alive):
             raise BenchFailed(f"latency: {probe.seen - WARM_UP_RECORDS} of {count} requests visible after 60s")
     finally:
         probe.stop()
@@ -399,6 +407,8 @@ def measure_latency(
     except queue.Empty:
         outcome = {"error": f"gate process exited with {child.exitcode} without a report"}
     latencies = sorted(probe.latencies_ms)
+    progress = outcome.get("progress") or {}
+    mean_batch = progress["consumed"] / progress["batches"] if progress.get("batches") else None
     return {
         "offered_rate": rate,
         "achieved_rate": round(report.records_per_second),
@@ -410,6 +420,9 @@ def measure_latency(
         "max_ms": latencies[-1] if latencies else None,
         "commit_interval_ms": round(settings.gate.commit_interval_seconds * 1000),
         "gate_process": outcome,
+        # Batches near batch_max_messages mean the gate process fell behind the
+        # offered load: the percentiles then measure its queue, not its commit cadence.
+        "gate_mean_batch": round(mean_batch, 1) if mean_batch else None,
     }
 
 
@@ -538,8 +551,10 @@ def default_output() -> Path:
 @click.option("--seed", type=int, default=None, help="Seed of the generated world [1].")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON results [bench-results/bench-<timestamp>.json].")
+@click.option("--profile-gate", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Profile the gate run with pyinstrument (pip install pyinstrument) into this text file.")
 @click.pass_obj
-def bench_command(settings: Settings, quick: bool, output: Path | None, **sizes: Any) -> None:
+def bench_command(settings: Settings, quick: bool, output: Path | None, profile_gate: Path | None, **sizes: Any) -> None:
     """Measure the gate against the bare transactional loop, its latency, the rebuild and Redis memory."""
     from worker.cli import console, run_guarded
 
@@ -547,10 +562,12 @@ def bench_command(settings: Settings, quick: bool, output: Path | None, **sizes:
     contacts = config.opt_outs + config.contact_facts + config.sms_opt_ins + config.clean_contacts
     if contacts < config.orgs:
         raise click.BadParameter(f"{contacts} contacts cannot fill {config.orgs} organizations", param_hint="--orgs")
+    if profile_gate is not None and importlib.util.find_spec("pyinstrument") is None:
+        raise click.BadParameter("needs pyinstrument: pip install pyinstrument", param_hint="--profile-gate")
     path = output or default_output()
 
     def body() -> None:
-        run = BenchRun(settings, config, console=console)
+        run = BenchRun(settings, config, console=console, profile_gate=profile_gate)
         try:
             run.run()
         except BaseException as exc:
