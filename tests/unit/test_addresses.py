@@ -216,3 +216,13 @@ def test_fast_path_takes_the_common_address() -> None:
 def test_fast_path_accepts_what_the_validator_accepts(text: str) -> None:
     assert _plain_email(text) is not None
     assert _plain_email(text) == _validated_email(text)
+
+
+@given(st.text(alphabet="0123456789", min_size=10, max_size=10), st.sampled_from(["US", "CA", "GB", "DE"]))
+def test_the_north_american_fast_path_agrees_with_phonenumbers(digits, region):
+    import phonenumbers
+
+    text = "+1" + digits
+    number = phonenumbers.parse(text, region)
+    assert phonenumbers.is_possible_number_with_reason(number) == phonenumbers.ValidationResult.IS_POSSIBLE
+    assert normalize_phone(text, region) == phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

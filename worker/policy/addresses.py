@@ -19,6 +19,11 @@ _CACHE_SIZE = 100_000
 # has no E.164 form that reaches one subscriber, so it is not accepted.
 _POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
 
+# A North American number already in E.164 (the common form from producers):
+# every "+1" followed by ten digits is a possible NANP number and is its own
+# E.164 form, so phonenumbers (tens of microseconds a miss) is not needed.
+_NANP_E164 = re.compile(r"\+1\d{10}")
+
 
 # The common address, plain lower-case ASCII, checked without email_validator
 # (which costs tens of microseconds for an address not seen before). The
@@ -86,6 +91,8 @@ def normalize_phone(raw: str, default_region: str = "US") -> str | None:
     text = raw.strip()
     if not text:
         return None
+    if _NANP_E164.fullmatch(text):
+        return text
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
