@@ -143,3 +143,18 @@ def test_progress_moves_past_transaction_markers_so_the_gate_barrier_is_reached(
     with running_applier(settings) as applier:
         wait_until(lambda: applier.progress.status.covers(ends), message="progress past the commit marker")
     assert applier.progress.events_applied == 1
+
+
+def test_a_store_of_an_older_layout_is_emptied_and_rebuilt(kafka_topics, redis_client):
+    from worker.state.addressing import FactAddressing
+
+    settings = kafka_topics
+    codec = AvroCodec.from_settings(settings)
+    produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="old@example.com")])
+    with running_applier(settings) as first:
+        wait_until(lambda: applied_everything(first, settings), message="first build")
+    redis_client.hset(FactAddressing(settings.state).meta_key, "layout", "1")
+    with running_applier(settings) as second:
+        wait_until(lambda: applied_everything(second, settings), message="rebuild of the old layout")
+    assert second.progress.rebuilds == 1 and second.progress.events_applied == 1
+    assert decide(settings, send_request(to="old@example.com")).reasons == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)

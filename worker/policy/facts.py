@@ -24,6 +24,7 @@ import enum
 import json
 from dataclasses import dataclass
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from worker.models import OrgSettings, UnsubscribeScope, UserOptOutScope
 
@@ -47,16 +48,12 @@ class FactKind(enum.Enum):
     __hash__ = object.__hash__
 
 
-@dataclass(frozen=True, slots=True)
-class FactKey:
+class FactKey(NamedTuple):
+    """Names one fact. A tuple, because the gate builds and hashes nine per request."""
+
     org_id: str
     kind: FactKind
     subject: tuple[str, ...] = ()
-
-    def identity(self) -> bytes:
-        """Unambiguous bytes naming this fact (input of the store's keyed digest)."""
-        parts = (self.org_id, self.kind.value, *self.subject)
-        return "\x1f".join(parts).encode()
 
 
 FLAG_SET = "1"

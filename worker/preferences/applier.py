@@ -24,6 +24,7 @@ from worker.models import PreferenceEvent, RejectionReason
 from worker.policy.events import PreferenceRules, apply_events
 from worker.preferences.rejections import Rejection, RejectionWriter
 from worker.runtime import Backoff, StopSignal
+from worker.state.redis_store import IncompatibleLayout
 from worker.state.store import GenerationLost, ProgressConflict, StateStore, StoreStatus
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,13 @@ class PreferenceApplier:
         return self.progress
 
     def _ensure_generation(self) -> StoreStatus:
-        status = self._store.status()
+        try:
+            status = self._store.status()
+        except IncompatibleLayout as exc:
+            # The store is a cache of the topic: an old layout is simply rebuilt.
+            logger.warning("state store has an older layout: emptying it to rebuild", extra={"cause": str(exc)})
+            self._store.clear()
+            status = self._store.status()
         if status.generation is None:
             targets = self._end_offsets.read()
             status = self._store.begin_generation(targets)

@@ -1,45 +1,104 @@
-"""Where a fact lives in Redis: keyed digests, so keys hold no personal data.
+"""Where a fact lives in Redis: keyed digests, so keys and fields hold no personal data.
 
-A fact's field is a keyed BLAKE2b digest of its identity (organization, kind,
-normalised subject). Fields are spread over ``buckets_per_org`` small hashes
-per organization so each hash stays in Redis' compact listpack encoding
-(a few dozen bytes per fact). All keys of an organization share one hash tag,
-so a Redis Cluster keeps them in one slot and a batch is read slot by slot.
+Every fact has a *subject* (an email address, a phone number, a contact, or
+the organization itself). The subject is hashed once with a keyed BLAKE2b
+(the secret of ``SENDGATE_STATE__HASH_SECRET``); a fact's hash field is that
+digest, a one-byte kind tag and, for facts qualified by a sending user or a
+sender domain, a short digest of the qualifier. All facts of one subject thus
+share a hash bucket, the gate hashes each subject once per request, and a
+batch read sends one packed string of fields per bucket.
+
+Facts are spread over ``buckets_per_org`` small hashes per organization so
+each stays in Redis' compact listpack encoding. All keys of an organization
+share one hash tag, so a Redis Cluster would keep them in one slot.
 """
 
 from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from typing import Iterable
 
 from worker.config import StateSettings
-from worker.policy.facts import FactKey
+from worker.policy.facts import FactKey, FactKind
 
-FIELD_DIGEST_BYTES = 12
+LAYOUT_VERSION = "2"
+SUBJECT_DIGEST_BYTES = 12
+QUALIFIER_DIGEST_BYTES = 6
+FIELD_BYTES = SUBJECT_DIGEST_BYTES + 1 + QUALIFIER_DIGEST_BYTES
 ORG_TAG_BYTES = 5
+_NO_QUALIFIER = bytes(QUALIFIER_DIGEST_BYTES)
+
+# (subject group, one-byte tag) per kind: the group keeps an address and a
+# contact id that happen to be equal strings apart.
+_PLACEMENT: dict[FactKind, tuple[str, bytes]] = {
+    FactKind.EMAIL_OPT_OUT_ORGANIZATION: ("email", b"o"),
+    FactKind.EMAIL_OPT_OUT_DOMAIN: ("email", b"d"),
+    FactKind.EMAIL_OPT_OUT_USER: ("email", b"u"),
+    FactKind.EMAIL_OPT_OUT_ANY_USER: ("email", b"a"),
+    FactKind.EMAIL_UNSUBSCRIBES: ("email", b"n"),
+    FactKind.SMS_CONSENT: ("phone", b"s"),
+    FactKind.SILENCED: ("contact", b"q"),
+    FactKind.DO_NOT_CONTACT: ("contact", b"x"),
+    FactKind.OK_TO_EMAIL: ("contact", b"k"),
+    FactKind.ORG_SETTINGS: ("org", b"g"),
+}
 
 
 class FactAddressing:
     """Maps facts to (Redis key, hash field) and names the store's metadata key."""
 
     def __init__(self, settings: StateSettings) -> None:
-        self._secret = settings.hash_secret.get_secret_value().encode()
+        secret = settings.hash_secret.get_secret_value().encode()
         self._prefix = settings.key_prefix
         self.buckets = settings.buckets_per_org
         self.meta_key = f"{self._prefix}:{{meta}}"
-        # Identifies the secret without revealing it: a gate whose secret
-        # differs from the applier's would read nothing and allow everything.
-        self.secret_fingerprint = hashlib.blake2b(b"sendgate-fingerprint", key=self._secret, digest_size=8).hexdigest()
-        self.locate = lru_cache(maxsize=262_144)(self._locate)
+        # Keyed once; each digest copies the keyed state instead of re-keying.
+        self._subject_hasher = hashlib.blake2b(key=secret, digest_size=SUBJECT_DIGEST_BYTES, person=b"subject")
+        self._qualifier_hasher = hashlib.blake2b(key=secret, digest_size=QUALIFIER_DIGEST_BYTES, person=b"qualifier")
+        self._org_hasher = hashlib.blake2b(key=secret, digest_size=ORG_TAG_BYTES, person=b"org")
+        # Identifies the secret and layout without revealing the secret: a gate
+        # whose secret differs from the applier's would read nothing and allow everything.
+        # The layout is part of it, so a reader of another layout refuses the store too.
+        self.secret_fingerprint = hashlib.blake2b(
+            f"sendgate-fingerprint-layout-{LAYOUT_VERSION}".encode(), key=secret, digest_size=8
+        ).hexdigest()
+        self._qualifier = lru_cache(maxsize=65_536)(self._qualifier_digest)
+        self._bucket_key = lru_cache(maxsize=262_144)(self._bucket_key_uncached)
 
-    def _locate(self, fact: FactKey) -> tuple[str, bytes]:
-        field = hashlib.blake2b(fact.identity(), key=self._secret, digest_size=FIELD_DIGEST_BYTES).digest()
-        bucket = int.from_bytes(field[:4], "big") % self.buckets
-        return f"{self._prefix}:{{{self._org_tag(fact.org_id)}}}:{bucket:x}", field
+    def locate(self, fact: FactKey) -> tuple[str, bytes]:
+        return self.locate_all((fact,))[0]
 
-    @lru_cache(maxsize=65_536)  # noqa: B019 - one instance per process, bounded
-    def _org_tag(self, org_id: str) -> str:
-        return hashlib.blake2b(org_id.encode(), key=self._secret, digest_size=ORG_TAG_BYTES).hexdigest()
+    def locate_all(self, facts: Iterable[FactKey]) -> list[tuple[str, bytes]]:
+        """(key, field) of every fact; each distinct subject is hashed once."""
+        subjects: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+        located = []
+        for org_id, kind, subject in facts:
+            group, tag = _PLACEMENT[kind]
+            name = (org_id, group, subject[0] if subject else "")
+            place = subjects.get(name)
+            if place is None:
+                place = subjects[name] = self._place(*name)
+            key, digest = place
+            qualifier = self._qualifier(subject[1]) if len(subject) > 1 else _NO_QUALIFIER
+            located.append((key, digest + tag + qualifier))
+        return located
+
+    def _place(self, org_id: str, group: str, value: str) -> tuple[str, bytes]:
+        hasher = self._subject_hasher.copy()
+        hasher.update(f"{org_id}\x1f{group}\x1f{value}".encode())
+        digest = hasher.digest()
+        return self._bucket_key(org_id, int.from_bytes(digest[:4], "big") % self.buckets), digest
+
+    def _qualifier_digest(self, value: str) -> bytes:
+        hasher = self._qualifier_hasher.copy()
+        hasher.update(value.encode())
+        return hasher.digest()
+
+    def _bucket_key_uncached(self, org_id: str, bucket: int) -> str:
+        hasher = self._org_hasher.copy()
+        hasher.update(org_id.encode())
+        return f"{self._prefix}:{{{hasher.hexdigest()}}}:{bucket:x}"
 
     def key_pattern(self) -> str:
         """A SCAN pattern matching every key of this store."""

@@ -12,12 +12,16 @@ from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError, StateUnavailable
 from worker.policy.facts import FactKey
 from worker.state import scripts
-from worker.state.addressing import FactAddressing
+from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing
 from worker.state.store import GenerationLost, ProgressConflict, Snapshot, StoreStatus
 
 logger = logging.getLogger(__name__)
 
 SAFE_EVICTION_POLICY = "noeviction"
+
+
+class IncompatibleLayout(ConfigurationError):
+    """The store was written by a sendgate that lays facts out differently; it must be rebuilt."""
 
 
 def _text(value: Any) -> str:
@@ -64,19 +68,32 @@ class RedisStateStore:
 
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         facts = list(dict.fromkeys(keys))
-        located = [self._addressing.locate(fact) for fact in facts]
+        by_hash: dict[str, list[int]] = {}
+        fields: dict[str, list[bytes]] = {}
+        for index, (key, field) in enumerate(self._addressing.locate_all(facts)):
+            if key in by_hash:
+                by_hash[key].append(index)
+                fields[key].append(field)
+            else:
+                by_hash[key] = [index]
+                fields[key] = [field]
         reply = self._call(
             lambda: self._read(
-                keys=[self._addressing.meta_key, *(key for key, _ in located)],
-                args=[field for _, field in located],
+                keys=[self._addressing.meta_key, *by_hash],
+                args=[FIELD_BYTES, *(b"".join(packed) for packed in fields.values())],
             )
         )
-        meta = self._pairs(reply[0])
-        values = {fact: (_text(raw) if raw is not None else None) for fact, raw in zip(facts, reply[1:])}
-        return Snapshot(facts=values, status=self._status(meta))
+        values: list[str | None] = [None] * len(facts)
+        raw_values = iter(reply[1:])
+        for indexes in by_hash.values():
+            for index in indexes:
+                raw = next(raw_values)
+                if raw is not None:
+                    values[index] = raw.decode()
+        return Snapshot(facts=dict(zip(facts, values)), status=self._status(self._pairs(reply[0])))
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
-        args: list[Any] = [uuid.uuid4().hex, self._addressing.buckets, self._addressing.secret_fingerprint]
+        args: list[Any] = [uuid.uuid4().hex, self._addressing.buckets, self._addressing.secret_fingerprint, LAYOUT_VERSION]
         for partition, target in sorted(targets.items()):
             args += [partition, target]
         reply = self._call(lambda: self._begin(keys=[self._addressing.meta_key], args=args))
@@ -95,14 +112,16 @@ class RedisStateStore:
         progress: Mapping[int, int],
         writes: Mapping[FactKey, str],
     ) -> StoreStatus:
-        keys = [self._addressing.meta_key]
         args: list[Any] = [generation, len(progress)]
         for partition, offset in progress.items():
             args += [partition, expected.get(partition, -1), offset]
-        for fact, value in writes.items():
-            key, field = self._addressing.locate(fact)
-            keys.append(key)
-            args += [field, value]
+        by_hash: dict[str, list[Any]] = {}
+        for (key, field), value in zip(self._addressing.locate_all(writes), writes.values()):
+            by_hash.setdefault(key, []).extend((field, value))
+        for pairs in by_hash.values():
+            args.append(len(pairs) // 2)
+            args.extend(pairs)
+        keys = [self._addressing.meta_key, *by_hash]
         try:
             reply = self._call(lambda: self._commit(keys=keys, args=args))
         except StateUnavailable as exc:
@@ -142,6 +161,11 @@ class RedisStateStore:
         return StoreStatus(generation=meta["generation"], ready=meta.get("ready") == "1", progress=progress, targets=targets)
 
     def _check_compatible(self, meta: Mapping[str, str]) -> None:
+        if meta.get("layout") != LAYOUT_VERSION:
+            raise IncompatibleLayout(
+                f"the state store was written in layout {meta.get('layout', '1')}, this sendgate reads layout "
+                f"{LAYOUT_VERSION}: rebuild it (sendgate rebuild-state)"
+            )
         if meta.get("fingerprint") != self._addressing.secret_fingerprint:
             raise ConfigurationError(
                 "the state store was written with a different SENDGATE_STATE__HASH_SECRET: "

@@ -1,11 +1,24 @@
 """Lua scripts of the Redis store: each runs as one atomic command and one round trip."""
 
-# KEYS[1] = meta hash, KEYS[2..] = fact hashes; ARGV[i] = the field of KEYS[i+1].
-# Returns {meta as a flat list, value or nil for each fact}.
+# KEYS[1] = meta hash, KEYS[2..] = distinct fact hashes; ARGV[1] = the field
+# size, ARGV[i + 1] = the fields wanted from KEYS[i + 1], concatenated (one
+# string per hash keeps the command small to pack). Returns {meta as a flat
+# list, then the value (or nil) of each field, hash by hash, in order}.
 READ = """
 local out = {redis.call('HGETALL', KEYS[1])}
+local size = tonumber(ARGV[1])
+local n = 1
 for i = 2, #KEYS do
-  out[i] = redis.call('HGET', KEYS[i], ARGV[i - 1])
+  local packed = ARGV[i]
+  local fields = {}
+  for j = 1, #packed, size do
+    fields[#fields + 1] = string.sub(packed, j, j + size - 1)
+  end
+  local values = redis.call('HMGET', KEYS[i], unpack(fields))
+  for j = 1, #values do
+    n = n + 1
+    out[n] = values[j]
+  end
 end
 return out
 """
@@ -26,9 +39,9 @@ local function mark_ready(meta)
 end
 """
 
-# KEYS[1] = meta, KEYS[2..] = fact hashes.
-# ARGV: generation, partition count n, n × (partition, expected, new), then a
-# (field, value) pair per fact hash. Checks the generation and the expected
+# KEYS[1] = meta, KEYS[2..] = distinct fact hashes.
+# ARGV: generation, partition count n, n × (partition, expected, new), then per
+# fact hash a count c and c (field, value) pairs. Checks the generation and the expected
 # progress first so a zombie applier or an emptied Redis never gets a partial
 # history, then writes facts and progress together.
 COMMIT = (
@@ -50,8 +63,13 @@ for i = 0, n - 1 do
 end
 local arg = base + 3 * n
 for i = 2, #KEYS do
-  redis.call('HSET', KEYS[i], ARGV[arg], ARGV[arg + 1])
-  arg = arg + 2
+  local count = tonumber(ARGV[arg])
+  local pairs = {}
+  for j = 1, 2 * count do
+    pairs[j] = ARGV[arg + j]
+  end
+  redis.call('HSET', KEYS[i], unpack(pairs))
+  arg = arg + 1 + 2 * count
 end
 for i = 0, n - 1 do
   local at = base + 3 * i
@@ -62,7 +80,7 @@ return redis.call('HGETALL', meta)
 """
 )
 
-# KEYS[1] = meta. ARGV: generation, buckets, fingerprint, then (partition, target) pairs.
+# KEYS[1] = meta. ARGV: generation, buckets, fingerprint, layout, then (partition, target) pairs.
 # Creates the generation only when none exists, so two appliers starting on an
 # empty Redis agree on one generation.
 BEGIN_GENERATION = (
@@ -73,8 +91,8 @@ if redis.call('HEXISTS', meta, 'generation') == 1 then
   return redis.call('HGETALL', meta)
 end
 redis.call('DEL', meta)
-redis.call('HSET', meta, 'generation', ARGV[1], 'buckets', ARGV[2], 'fingerprint', ARGV[3], 'ready', '0')
-for i = 4, #ARGV, 2 do
+redis.call('HSET', meta, 'generation', ARGV[1], 'buckets', ARGV[2], 'fingerprint', ARGV[3], 'layout', ARGV[4], 'ready', '0')
+for i = 5, #ARGV, 2 do
   redis.call('HSET', meta, 'target:' .. ARGV[i], ARGV[i + 1])
 end
 mark_ready(meta)
