@@ -195,11 +195,19 @@ class PreferenceEvent:
         }
 
     def kafka_key(self) -> str:
-        """The subject key of SPEC §4 that keeps one subject's events in order."""
+        """The subject key of SPEC §4 that keeps one subject's events in order.
+
+        Addresses are normalised first, so two spellings of one phone number
+        (whose opt-in and opt-out must stay in order) share a partition.
+        """
+        from worker.policy.addresses import normalize_email, normalize_phone
+
         if self.type is PreferenceEventType.ORG_SETTINGS_CHANGED:
             return self.org_id
         if self.type.name.startswith("CONTACT_"):
-            return f"{self.org_id}:{self.contact_id}"
+            return f"{self.org_id}:{self.contact_id or ''}"
         if self.type.name.startswith("SMS_"):
-            return f"{self.org_id}:{self.phone}"
-        return f"{self.org_id}:{self.email}"
+            raw = self.phone or ""
+            return f"{self.org_id}:{normalize_phone(raw) or raw}"
+        raw = self.email or ""
+        return f"{self.org_id}:{normalize_email(raw) or raw}"

@@ -99,8 +99,8 @@ class Gate:
         last_message_at = time.monotonic()
         try:
             while not self._stop.is_set:
-                if max_messages is not None and self.progress.consumed >= max_messages and not self._in_transaction:
-                    break
+                if max_messages is not None and self.progress.consumed >= max_messages:
+                    break  # _finish commits what is open
                 try:
                     had_messages = self._step()
                 except RetryableError as exc:
