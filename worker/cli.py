@@ -23,6 +23,8 @@ from worker.config import Settings
 from worker.errors import ExitCode, FatalError, RetryableError, SendgateError
 
 logger = logging.getLogger(__name__)
+
+WORKER_COMMANDS = frozenset({"gate", "preferences", "run"})
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
@@ -67,7 +69,11 @@ def main(ctx: click.Context) -> None:
     SENDGATE_KAFKA__BOOTSTRAP_SERVERS, SENDGATE_REDIS__URL.
     """
     settings = load_settings()
-    logs.configure(settings.log)
+    log_settings = settings.log
+    if ctx.invoked_subcommand not in WORKER_COMMANDS and "SENDGATE_LOG__LEVEL" not in os.environ:
+        # An operator command's output is its tables; its info lines would only clutter them.
+        log_settings = log_settings.model_copy(update={"level": "WARNING", "format": "console"})
+    logs.configure(log_settings)
     ctx.obj = settings
 
 
@@ -193,8 +199,6 @@ def demo(settings: Settings, timeout: float) -> None:
     from worker.ops.demo import run_demo
 
     demo_settings = settings.model_copy(update={"http": settings.http.model_copy(update={"enabled": False})})
-    if "SENDGATE_LOG__LEVEL" not in os.environ:  # the tables are the demo's output; keep only warnings
-        logs.configure(settings.log.model_copy(update={"level": "WARNING", "format": "console"}))
     wide = Console(width=max(console.width, 140))
     run_guarded(lambda: run_demo(demo_settings, console=wide, timeout_seconds=timeout))
 

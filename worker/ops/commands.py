@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from worker.ops.bench import bench_command
+from worker.ops.event import event_command
 from worker.ops.explain import explain_command
 from worker.ops.generate import generate_command
 from worker.ops.replay import replay_command
@@ -12,6 +13,7 @@ from worker.ops.whatif import what_if_command
 
 COMMANDS: list[click.Command] = [
     bench_command,
+    event_command,
     explain_command,
     generate_command,
     replay_command,
