@@ -77,6 +77,19 @@ class RejectionReason(enum.StrEnum):
     UNDECODABLE = "UNDECODABLE"
 
 
+def _lookup(enum_type: type[enum.StrEnum]) -> Any:
+    """A value -> member look-up that raises ValueError like ``enum_type(value)``, without Enum's slow call path."""
+    members = {member.value: member for member in enum_type}
+
+    def convert(value: Any) -> Any:
+        try:
+            return members[value]
+        except (KeyError, TypeError):
+            return enum_type(value)  # raises the usual ValueError
+
+    return convert
+
+
 @dataclass(frozen=True, slots=True)
 class SendRequest:
     message_id: str
@@ -99,8 +112,8 @@ class SendRequest:
             org_id=record["org_id"],
             user_id=record["user_id"],
             contact_id=record["contact_id"],
-            channel=Channel(record["channel"]),
-            category=Category(record["category"]),
+            channel=_channel(record["channel"]),
+            category=_category(record["category"]),
             to=record["to"],
             from_=record["from"],
             requested_at=record["requested_at"],
@@ -126,6 +139,10 @@ class SendRequest:
         }
 
 
+_channel = _lookup(Channel)
+_category = _lookup(Category)
+
+
 @dataclass(frozen=True, slots=True)
 class OrgSettings:
     unsubscribe_scope: UnsubscribeScope = UnsubscribeScope.DOMAIN
@@ -134,8 +151,8 @@ class OrgSettings:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> OrgSettings:
         return cls(
-            unsubscribe_scope=UnsubscribeScope(record["unsubscribe_scope"]),
-            user_opt_out_scope=UserOptOutScope(record["user_opt_out_scope"]),
+            unsubscribe_scope=_unsubscribe_scope(record["unsubscribe_scope"]),
+            user_opt_out_scope=_user_opt_out_scope(record["user_opt_out_scope"]),
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -143,6 +160,12 @@ class OrgSettings:
             "unsubscribe_scope": self.unsubscribe_scope.value,
             "user_opt_out_scope": self.user_opt_out_scope.value,
         }
+
+
+_unsubscribe_scope = _lookup(UnsubscribeScope)
+_user_opt_out_scope = _lookup(UserOptOutScope)
+_source = _lookup(PreferenceSource)
+_event_type = _lookup(PreferenceEventType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +190,8 @@ class PreferenceEvent:
             event_id=record["event_id"],
             org_id=record["org_id"],
             occurred_at=record["occurred_at"],
-            source=PreferenceSource(record["source"]),
-            type=PreferenceEventType(record["type"]),
+            source=_source(record["source"]),
+            type=_event_type(record["type"]),
             email=record.get("email"),
             phone=record.get("phone"),
             user_id=record.get("user_id"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from worker.models import (
     Category,
@@ -45,9 +46,11 @@ _SMS_CONSENT = 2
 _EMPTY_HISTORY = SettingsHistory()
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedRequest:
-    """A request with its normalised addresses and every fact its decision reads."""
+class PreparedRequest(NamedTuple):
+    """A request with its normalised addresses and every fact its decision reads.
+
+    A tuple: one is built per send request on the gate's hot path.
+    """
 
     request: SendRequest
     to: str | None  # normalised address or E.164 phone; None if invalid
@@ -78,6 +81,10 @@ class Decision:
         return self.reasons[0] if self.reasons else None
 
 
+# The common outcome, shared: nothing reads an allowed decision's details but to copy them.
+_ALLOWED = Decision((), {}, ())
+
+
 # Fact values repeat across requests (one settings history per organization,
 # few unsubscribes per address): decode each distinct string once.
 @lru_cache(maxsize=10_000)
@@ -93,13 +100,18 @@ def _unsubscribes(raw: str) -> tuple[Unsubscribe, ...]:
 # Building a FactKey costs about as much as the rest of a decision, and the
 # same contacts and recipients recur: keep the recent key tuples. Sized for
 # well under 20 MB together.
+# FactKey(...) runs NamedTuple's Python-level __new__; tuple.__new__ builds the
+# same tuple at C speed.
+_new = tuple.__new__
+
+
 @lru_cache(maxsize=16_384)
 def _contact_keys(org: str, contact_id: str) -> tuple[FactKey, ...]:
     contact = (contact_id,)
     return (
-        FactKey(org, FactKind.DO_NOT_CONTACT, contact),
-        FactKey(org, FactKind.SILENCED, contact),
-        FactKey(org, FactKind.OK_TO_EMAIL, contact),
+        _new(FactKey, (org, FactKind.DO_NOT_CONTACT, contact)),
+        _new(FactKey, (org, FactKind.SILENCED, contact)),
+        _new(FactKey, (org, FactKind.OK_TO_EMAIL, contact)),
     )
 
 
@@ -109,14 +121,14 @@ def _email_keys(
 ) -> tuple[FactKey, ...]:
     address = (to,)
     keys = (
-        FactKey(org, FactKind.EMAIL_OPT_OUT_ORGANIZATION, address),
-        FactKey(org, FactKind.EMAIL_OPT_OUT_USER, (to, user_id)),
-        FactKey(org, FactKind.EMAIL_OPT_OUT_ANY_USER, address),
-        FactKey(org, FactKind.EMAIL_UNSUBSCRIBES, address),
-        FactKey(org, FactKind.ORG_SETTINGS, ()),
+        _new(FactKey, (org, FactKind.EMAIL_OPT_OUT_ORGANIZATION, address)),
+        _new(FactKey, (org, FactKind.EMAIL_OPT_OUT_USER, (to, user_id))),
+        _new(FactKey, (org, FactKind.EMAIL_OPT_OUT_ANY_USER, address)),
+        _new(FactKey, (org, FactKind.EMAIL_UNSUBSCRIBES, address)),
+        _new(FactKey, (org, FactKind.ORG_SETTINGS, ())),
     )
     if sender_domain is not None:
-        keys += (FactKey(org, FactKind.EMAIL_OPT_OUT_DOMAIN, (to, sender_domain)),)
+        keys += (_new(FactKey, (org, FactKind.EMAIL_OPT_OUT_DOMAIN, (to, sender_domain))),)
     return keys
 
 
@@ -143,15 +155,16 @@ class DecisionPolicy:
             keys = _contact_keys(org, request.contact_id)
             if to is not None:
                 keys += _email_keys(org, to, request.user_id, sender_domain)
-            return PreparedRequest(
-                request, to, sender_domain, to is None or sender is None, keys
+            return _new(
+                PreparedRequest,
+                (request, to, sender_domain, to is None or sender is None, keys),
             )
         # SMS: `from` may be a short code, so only `to` is validated.
         to = normalize_phone(request.to, self._region)
         keys = _contact_keys(org, request.contact_id)[:_OK_TO_EMAIL]
         if to is not None:
-            keys += (FactKey(org, FactKind.SMS_CONSENT, (to,)),)
-        return PreparedRequest(request, to, None, to is None, keys)
+            keys += (_new(FactKey, (org, FactKind.SMS_CONSENT, (to,))),)
+        return _new(PreparedRequest, (request, to, None, to is None, keys))
 
     def decide(self, prepared: PreparedRequest, facts: FactValues) -> Decision:
         request = prepared.request
@@ -200,7 +213,7 @@ class DecisionPolicy:
                     f"contact={request.contact_id} {_stamp(ok_to_email)}"
                 )
             if not reasons and not bypassed:
-                return Decision((), {}, ())
+                return _ALLOWED
             return Decision(tuple(reasons), details, bypassed)
 
         # Rows 8, 9: keyed by phone, so they need a valid `to`.
@@ -213,7 +226,7 @@ class DecisionPolicy:
                 reasons.append(_R.SMS_NOT_OPTED_IN)
                 details[_R.SMS_NOT_OPTED_IN.value] = "sms_consent=none"
         if not reasons:
-            return Decision((), {}, ())
+            return _ALLOWED
         return Decision(tuple(reasons), details, ())
 
 

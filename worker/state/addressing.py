@@ -45,6 +45,11 @@ _PLACEMENT: dict[FactKind, tuple[str, bytes]] = {
 }
 
 
+# (subject group, field suffix) per kind: the suffix of an unqualified fact is
+# its tag and an all-zero qualifier, so its field is one concatenation.
+_PLACES: dict[FactKind, tuple[str, bytes]] = {kind: (group, tag + _NO_QUALIFIER) for kind, (group, tag) in _PLACEMENT.items()}
+
+
 class FactAddressing:
     """Maps facts to (Redis key, hash field) and names the store's metadata key."""
 
@@ -63,26 +68,55 @@ class FactAddressing:
         self.secret_fingerprint = hashlib.blake2b(
             f"sendgate-fingerprint-layout-{LAYOUT_VERSION}".encode(), key=secret, digest_size=8
         ).hexdigest()
-        self._qualifier = lru_cache(maxsize=65_536)(self._qualifier_digest)
+        self._qualified = lru_cache(maxsize=65_536)(self._qualified_uncached)
         self._bucket_key = lru_cache(maxsize=262_144)(self._bucket_key_uncached)
 
     def locate(self, fact: FactKey) -> tuple[str, bytes]:
         return self.locate_all((fact,))[0]
 
     def locate_all(self, facts: Iterable[FactKey]) -> list[tuple[str, bytes]]:
-        """(key, field) of every fact; each distinct subject is hashed once."""
+        """(key, field) of every fact, in order; each distinct subject is hashed once."""
         subjects: dict[tuple[str, str, str], tuple[str, bytes]] = {}
         located = []
         for org_id, kind, subject in facts:
-            group, tag = _PLACEMENT[kind]
+            group, suffix = _PLACES[kind]
             name = (org_id, group, subject[0] if subject else "")
             place = subjects.get(name)
             if place is None:
                 place = subjects[name] = self._place(*name)
             key, digest = place
-            qualifier = self._qualifier(subject[1]) if len(subject) > 1 else _NO_QUALIFIER
-            located.append((key, digest + tag + qualifier))
+            located.append((key, digest + (self._qualified(suffix, subject[1]) if len(subject) > 1 else suffix)))
         return located
+
+    def group(self, facts: Iterable[FactKey]) -> dict[str, tuple[list[FactKey], list[bytes]]]:
+        """Facts by Redis key: per key, the facts (in input order) and their fields.
+
+        Each distinct subject is hashed once. This runs for every fact a batch
+        reads, so the loop keeps to local look-ups and one bytes concatenation.
+        """
+        subjects: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+        groups: dict[str, tuple[list[FactKey], list[bytes]]] = {}
+        placement = _PLACES
+        place = self._place
+        qualified = self._qualified
+        get_subject = subjects.get
+        get_group = groups.get
+        for fact in facts:
+            org_id, kind, subject = fact
+            group, suffix = placement[kind]
+            name = (org_id, group, subject[0] if subject else "")
+            located = get_subject(name)
+            if located is None:
+                located = subjects[name] = place(org_id, group, name[2])
+            key, digest = located
+            field = digest + (qualified(suffix, subject[1]) if len(subject) > 1 else suffix)
+            entry = get_group(key)
+            if entry is None:
+                groups[key] = ([fact], [field])
+            else:
+                entry[0].append(fact)
+                entry[1].append(field)
+        return groups
 
     def _place(self, org_id: str, group: str, value: str) -> tuple[str, bytes]:
         hasher = self._subject_hasher.copy()
@@ -90,10 +124,11 @@ class FactAddressing:
         digest = hasher.digest()
         return self._bucket_key(org_id, int.from_bytes(digest[:4], "big") % self.buckets), digest
 
-    def _qualifier_digest(self, value: str) -> bytes:
+    def _qualified_uncached(self, suffix: bytes, value: str) -> bytes:
+        """The kind tag followed by the qualifier's digest (``suffix`` is the tag + zero padding)."""
         hasher = self._qualifier_hasher.copy()
         hasher.update(value.encode())
-        return hasher.digest()
+        return suffix[:1] + hasher.digest()
 
     def _bucket_key_uncached(self, org_id: str, bucket: int) -> str:
         hasher = self._org_hasher.copy()

@@ -67,30 +67,25 @@ class RedisStateStore:
         return self._status({_text(k): _text(v) for k, v in flat.items()})
 
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
-        facts = list(dict.fromkeys(keys))
-        by_hash: dict[str, list[int]] = {}
-        fields: dict[str, list[bytes]] = {}
-        for index, (key, field) in enumerate(self._addressing.locate_all(facts)):
-            if key in by_hash:
-                by_hash[key].append(index)
-                fields[key].append(field)
-            else:
-                by_hash[key] = [index]
-                fields[key] = [field]
+        facts: dict[FactKey, str | None] = dict.fromkeys(keys)
+        groups = self._addressing.group(facts)
         reply = self._call(
             lambda: self._read(
-                keys=[self._addressing.meta_key, *by_hash],
-                args=[FIELD_BYTES, *(b"".join(packed) for packed in fields.values())],
+                keys=[self._addressing.meta_key, *groups],
+                args=[FIELD_BYTES, *(b"".join(fields) for _, fields in groups.values())],
             )
         )
-        values: list[str | None] = [None] * len(facts)
-        raw_values = iter(reply[1:])
-        for indexes in by_hash.values():
-            for index in indexes:
-                raw = next(raw_values)
+        if len(reply) != 1 + len(facts):  # never decide on a partial answer
+            raise StateUnavailable(f"Redis: read script answered {len(reply) - 1} values for {len(facts)} facts")
+        # The reply lists the values hash by hash, in the order of ``groups``;
+        # most facts are absent (None), which ``facts`` already says.
+        raw_values = iter(reply)
+        meta = next(raw_values)
+        for wanted, _ in groups.values():
+            for fact, raw in zip(wanted, raw_values):
                 if raw is not None:
-                    values[index] = raw.decode()
-        return Snapshot(facts=dict(zip(facts, values)), status=self._status(self._pairs(reply[0])))
+                    facts[fact] = raw.decode()
+        return Snapshot(facts=facts, status=self._status(self._pairs(meta)))
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
         args: list[Any] = [uuid.uuid4().hex, self._addressing.buckets, self._addressing.secret_fingerprint, LAYOUT_VERSION]
