@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 
 class Channel(enum.StrEnum):
@@ -137,6 +137,39 @@ class SendRequest:
             "payload": self.payload,
             "attributes": dict(self.attributes),
         }
+
+
+class SendHead(NamedTuple):
+    """The leading fields of a :class:`SendRequest`: all a decision reads.
+
+    The gate decides from these (read without decoding the rest of the value,
+    see ``worker.codec.send_head``); the full request is decoded only for a
+    suppressed record, which embeds it. Same field names as ``SendRequest``.
+    """
+
+    message_id: str
+    org_id: str
+    user_id: str
+    contact_id: str
+    channel: Channel
+    category: Category
+    to: str
+    from_: str
+    requested_at: int
+
+    @classmethod
+    def from_request(cls, request: SendRequest) -> SendHead:
+        return cls(
+            request.message_id,
+            request.org_id,
+            request.user_id,
+            request.contact_id,
+            request.channel,
+            request.category,
+            request.to,
+            request.from_,
+            request.requested_at,
+        )
 
 
 _channel = _lookup(Channel)

@@ -37,7 +37,7 @@ def message_ids(outputs) -> Counter:
 def test_every_record_is_decided_exactly_once_across_sigkill_restarts(kafka_topics):
     settings = kafka_topics
     codec = AvroCodec.from_settings(settings)
-    total = 50_000
+    total = 150_000  # enough that a faster gate is still mid-stream at the fifth kill
     opted_out = {f"person{i}@example.com" for i in range(0, 1000, 5)}
     produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email=a) for a in opted_out])
     requests = [send_request(message_id=f"m{i}", to=f"person{i % 1000}@example.com") for i in range(total)]
@@ -47,7 +47,7 @@ def test_every_record_is_decided_exactly_once_across_sigkill_restarts(kafka_topi
     with running_applier(settings):
         while kills < 5:
             gate = start_cli(settings, "gate")
-            time.sleep(rng.uniform(3.0, 6.0))
+            time.sleep(rng.uniform(2.0, 4.0))
             if gate.poll() is not None:
                 pytest.fail(f"gate exited early: {gate.output()[-3000:]}")
             gate.kill()

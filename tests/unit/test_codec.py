@@ -450,3 +450,109 @@ def test_mutated_valid_values_raise_only_decode_errors(name: str, data: st.DataO
 
 
 _FUZZ_CODEC = AvroCodec()
+
+
+# --- the fast SendRequest head reader against fastavro -------------------------------------
+
+from worker.codec import send_head as send_head_module  # noqa: E402
+from worker.models import SendHead  # noqa: E402
+
+
+def _reference(value: bytes) -> SendHead | tuple[type, str]:
+    """What the full fastavro decode says: the head, or the error's type and class."""
+    try:
+        return SendHead.from_request(SendRequest.from_record(_FUZZ_CODEC.decode("SendRequest", value)))
+    except DecodeError as exc:
+        return type(exc), exc.error_class
+
+
+def _fast(value: bytes) -> SendHead | tuple[type, str]:
+    try:
+        head = _FUZZ_CODEC.decode_send_head(value)
+    except DecodeError as exc:
+        return type(exc), exc.error_class
+    assert type(head) is SendHead
+    return head
+
+
+_text = st.text(max_size=80)
+_requests = st.builds(
+    SendRequest,
+    message_id=_text,
+    org_id=_text,
+    user_id=_text,
+    contact_id=_text,
+    channel=st.sampled_from(list(Channel)),
+    category=st.sampled_from(list(Category)),
+    to=_text,
+    from_=_text,
+    requested_at=st.integers(-(2**63), 2**63 - 1),
+    campaign_id=st.none() | _text,
+    payload=st.none() | st.binary(max_size=300),
+    attributes=st.dictionaries(_text, _text, max_size=6),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(request=_requests)
+def test_send_head_of_valid_values_is_fastavro_and_takes_the_fast_path(request: SendRequest) -> None:
+    value = _FUZZ_CODEC.encode("SendRequest", request.to_record())
+    if -(2**62) <= request.requested_at < 2**62:  # longer varints are left to fastavro
+        assert send_head_module.read_send_head(value) == SendHead.from_request(request)
+    assert _fast(value) == _reference(value) == SendHead.from_request(request)
+
+
+@settings(max_examples=150, deadline=None)
+@given(request=_requests)
+def test_send_head_rejects_every_truncation_and_trailing_bytes_like_fastavro(request: SendRequest) -> None:
+    value = _FUZZ_CODEC.encode("SendRequest", request.to_record())
+    for cut in range(len(value)):
+        assert _fast(value[:cut]) == _reference(value[:cut])
+    for tail in (b"\x00", b"\x02", b"\xff", b"garbage"):
+        assert _fast(value + tail) == _reference(value + tail) == (MalformedAvro, "malformed-avro")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(request=_requests, data=st.data())
+def test_send_head_of_mutated_values_is_fastavro(request: SendRequest, data: st.DataObject) -> None:
+    value = bytearray(_FUZZ_CODEC.encode("SendRequest", request.to_record()))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(5, len(value) - 1))
+        value[position] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        position = data.draw(st.integers(5, len(value)))
+        value[position:position] = data.draw(st.binary(min_size=1, max_size=12))
+    assert _fast(bytes(value)) == _reference(bytes(value))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(body=st.binary(max_size=200), schema_id=st.sampled_from([1, 2, 3, 4, 7]))
+def test_send_head_of_random_bodies_is_fastavro(body: bytes, schema_id: int) -> None:
+    value = b"\x00" + struct.pack(">I", schema_id) + body
+    assert _fast(value) == _reference(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(None, EmptyValue), (b"", EmptyValue), (b"\x01\x00\x00\x00\x01", BadMagicByte), (b"\x00\x00", TruncatedValue)],
+)
+def test_send_head_header_errors(value: bytes | None, error: type[DecodeError]) -> None:
+    with pytest.raises(error):
+        _FUZZ_CODEC.decode_send_head(value)
+
+
+def test_send_head_of_an_older_writer_resolves_with_defaults() -> None:
+    codec = AvroCodec()
+    codec.register_writer(9, "SendRequest", _older_send_request_schema())
+    record = {k: v for k, v in SEND_REQUEST.items() if k in {f["name"] for f in _older_send_request_schema()["fields"]}}
+    value = _encode_with(9, _older_send_request_schema(), record)
+    assert codec.decode_send_head(value) == SendHead.from_request(SendRequest.from_record(codec.decode("SendRequest", value)))
+
+
+def test_send_head_of_map_in_sized_blocks_and_long_varints_falls_back() -> None:
+    # A map block with a negative count (followed by its byte size), as other Avro writers may write.
+    value = _FUZZ_CODEC.encode("SendRequest", {**SEND_REQUEST, "attributes": {"k": "v"}})
+    assert value.endswith(b"\x02\x02k\x02v\x00")
+    sized = value[: -len(b"\x02\x02k\x02v\x00")] + b"\x01\x08\x02k\x02v\x00"
+    assert send_head_module.read_send_head(sized) is None
+    assert _fast(sized) == _reference(sized)

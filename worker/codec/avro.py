@@ -27,8 +27,10 @@ from worker.codec.errors import (
 )
 from worker.codec.registry import RegistrySchemaSource, SchemaSource
 from worker.codec.schemas import RECORD_NAMES, LoadedSchema, load_schemas, parse, record_name
+from worker.codec.send_head import read_send_head
 from worker.config import Settings
 from worker.errors import ServiceUnreachable
+from worker.models import SendHead, SendRequest
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,9 @@ class AvroCodec:
         # (writer id, record name) -> (writer schema, reader schema or None when identical)
         self._plans: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self._unknown_ids: set[int] = set()
+        # Values written with our own SendRequest schema take the fast head reader.
+        self._send_id = self._ids["SendRequest"]
+        self._send_writer = self._writers[self._send_id]
 
     @classmethod
     def from_settings(cls, settings: Settings, *, source: SchemaSource | None = None) -> AvroCodec:
@@ -188,6 +193,21 @@ class AvroCodec:
                 schema_id=schema_id,
             )
         return record  # type: ignore[return-value]
+
+    def decode_send_head(self, value: bytes | bytearray | memoryview | None) -> SendHead:
+        """The leading fields of a ``SendRequest`` value, the whole value validated.
+
+        Accepts and rejects exactly the values :meth:`decode` does (same
+        ``DecodeError`` subclasses): values of our own writer schema are read by
+        :func:`~worker.codec.send_head.read_send_head`, which leaves anything it
+        is not sure of, and every other value, to the full decode.
+        """
+        schema_id = wire.split(value)
+        if type(value) is bytes and schema_id == self._send_id and self._writers.get(schema_id) is self._send_writer:
+            head = read_send_head(value)
+            if head is not None:
+                return head
+        return SendHead.from_request(SendRequest.from_record(self.decode("SendRequest", value)))
 
     def _plan(self, schema_id: int, name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Find the writer schema of ``schema_id`` and pair it with our reader (cached)."""

@@ -8,12 +8,14 @@ is allowed on doubtful state and nothing is lost.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Histogram
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from worker.codec import AvroCodec
@@ -25,13 +27,14 @@ from worker.gate.outputs import OutputBuilder
 from worker.gate.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
 from worker.health import Health
 from worker.metrics import Metrics
-from worker.models import SendRequest
-from worker.policy.decision import DecisionPolicy
+from worker.models import Category, Channel, SendHead
+from worker.policy.decision import Decision, DecisionPolicy
 from worker.runtime import Backoff, StopSignal
 
 logger = logging.getLogger(__name__)
 
 MASKED_DETAIL_LIMIT = 300
+_ALLOWED = Decision((), {}, ())
 IDLE_READINESS_INTERVAL_SECONDS = 1.0
 
 
@@ -157,15 +160,18 @@ class Gate:
         phase = self._metrics.batch_phase
         self._metrics.batch_size.observe(len(messages))
         t0 = time.perf_counter()
-        decoded: list[tuple[Message, dict[str, Any], SendRequest]] = []
+        # Deciding needs only the leading fields; the whole value is still validated.
+        decode_head = self._codec.decode_send_head
+        decoded: list[tuple[Message, bytes, SendHead]] = []
         poison: list[tuple[Message, DecodeError | Exception]] = []
         for message in messages:
+            value = message.value()
             try:
-                record = self._codec.decode("SendRequest", message.value())
-                decoded.append((message, record, SendRequest.from_record(record)))
+                decoded.append((message, value, decode_head(value)))
             except (DecodeError, KeyError, ValueError, TypeError) as exc:
                 poison.append((message, exc))
-        prepared = [self._policy.prepare(request) for _, _, request in decoded]
+        prepare = self._policy.prepare
+        prepared = [prepare(head) for _, _, head in decoded]
         t1 = time.perf_counter()
         phase.labels(phase="decode").observe(t1 - t0)
 
@@ -182,41 +188,60 @@ class Gate:
         state_text = snapshot.status.describe()
         state_header = state_text.encode()
         produce = self._producer.produce
+        allowed_topic = self._topics.allowed
+        decide = self._policy.decide
+        facts = snapshot.facts
+        # Every plainly allowed record of the batch carries the same headers
+        # (produce copies them), so the list is built once.
+        allowed_headers = self._outputs.allowed_headers(_ALLOWED, decided_at=decided_at, state=state_header)
         counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        allowed_counts: collections.Counter[tuple[Channel, Category]] = collections.Counter()
         reason_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         bypasses: collections.Counter[str] = collections.Counter()
-        latency = self._metrics.decision_latency
-        for (message, record, request), ready in zip(decoded, prepared):
-            decision = self._policy.decide(ready, snapshot.facts)
-            if decision.allowed:
-                self._produce(
-                    produce,
-                    self._topics.allowed,
-                    message.value(),
-                    message.key(),
-                    self._outputs.allowed_headers(decision, decided_at=decided_at, state=state_header),
-                )
+        latencies: list[int] = []
+        next_offsets = self._next_offsets
+        for (message, value, head), ready in zip(decoded, prepared):
+            decision = decide(ready, facts)
+            if not decision.reasons:
+                if decision.bypassed:
+                    headers = self._outputs.allowed_headers(decision, decided_at=decided_at, state=state_header)
+                    for reason in decision.bypassed:
+                        bypasses[reason.value] += 1
+                else:
+                    headers = allowed_headers
+                try:
+                    produce(allowed_topic, value=value, key=message.key(), headers=headers)
+                except (BufferError, KafkaException):
+                    self._produce(produce, allowed_topic, value, message.key(), headers)
                 self.progress.allowed += 1
-                counts[(request.channel.value, request.category.value, "allowed", "NONE")] += 1
-                for reason in decision.bypassed:
-                    bypasses[reason.value] += 1
+                allowed_counts[(head.channel, head.category)] += 1
             else:
-                value, headers = self._outputs.suppressed(record, decision, decided_at=now_ms, state=state_text)
-                self._produce(produce, self._topics.suppressed, value, message.key(), headers)
+                try:
+                    # Only a suppressed record needs the full request (it embeds it).
+                    record = self._codec.decode("SendRequest", value)
+                except DecodeError as exc:  # the head reader accepted it, so this is not expected
+                    poison.append((message, exc))
+                    continue
+                out, headers = self._outputs.suppressed(record, decision, decided_at=now_ms, state=state_text)
+                self._produce(produce, self._topics.suppressed, out, message.key(), headers)
                 self.progress.suppressed += 1
-                primary = decision.primary_reason
-                counts[(request.channel.value, request.category.value, "suppressed", primary.value if primary else "NONE")] += 1
+                channel, category = head.channel.value, head.category.value
+                primary = decision.reasons[0]
+                counts[(channel, category, "suppressed", primary.value)] += 1
                 for reason in decision.reasons:
-                    reason_counts[(request.channel.value, request.category.value, reason.value)] += 1
-            latency.observe(max(0.0, (now_ms - request.requested_at) / 1000))
-            self._next_offsets[message.partition()] = message.offset() + 1
+                    reason_counts[(channel, category, reason.value)] += 1
+            latencies.append(head.requested_at)
+            next_offsets[message.partition()] = message.offset() + 1
         for message, exc in poison:
             self._dead_letter(message, exc)
-            self._next_offsets[message.partition()] = message.offset() + 1
+            next_offsets[message.partition()] = message.offset() + 1
         self.progress.consumed += len(messages)
         self.progress.batches += 1
         self._transaction_messages += len(messages)
         phase.labels(phase="produce").observe(time.perf_counter() - t2)
+        _observe_all(self._metrics.decision_latency, [max(0.0, (now_ms - at) / 1000) for at in latencies])
+        for (channel, category), n in allowed_counts.items():
+            counts[(channel.value, category.value, "allowed", "NONE")] += n
         for (channel, category, decision_name, reason), n in counts.items():
             self._metrics.decisions.labels(channel=channel, category=category, decision=decision_name, reason=reason).inc(n)
         for (channel, category, reason), n in reason_counts.items():
@@ -368,3 +393,21 @@ class Gate:
         self._abort()
         self._assigned.difference_update(tp.partition for tp in partitions)
         logger.warning("gate partitions lost; open transaction aborted", extra={"partitions": sorted(tp.partition for tp in partitions)})
+
+
+def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
+    """``histogram.observe`` for each amount, with one lock round per bucket instead of per amount.
+
+    Falls back to plain ``observe`` if prometheus_client's internals ever differ.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    per_bucket: collections.Counter[int] = collections.Counter(bisect.bisect_left(bounds, amount) for amount in amounts)
+    for index, n in per_bucket.items():
+        buckets[index].inc(n)
+    total.inc(sum(amounts))
