@@ -16,7 +16,6 @@ same event twice changes nothing more:
 
 from __future__ import annotations
 
-from collections import ChainMap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -137,7 +136,14 @@ class PreferenceRules:
 
     def apply(self, event: PreferenceEvent, facts: FactValues) -> EventOutcome:
         """The outcome of ``event`` given the current values of (at least) ``keys_for(event)``."""
-        plan = self._plan(event)
+        return self.apply_planned(event, self.plan(event), facts)
+
+    def plan(self, event: PreferenceEvent) -> _Plan | EventOutcome:
+        """Validate and normalise ``event`` once: its plan (``.keys`` are the facts it reads), or its rejection."""
+        return self._plan(event)
+
+    def apply_planned(self, event: PreferenceEvent, plan: _Plan | EventOutcome, facts: FactValues) -> EventOutcome:
+        """:meth:`apply` for an event already planned with :meth:`plan`."""
         if not isinstance(plan, _Plan):
             return plan
         return self._handlers[event.type](event, plan, facts)
@@ -321,21 +327,29 @@ class PreferenceRules:
 
 
 def apply_events(
-    rules: PreferenceRules, events: Sequence[PreferenceEvent], facts: FactValues
+    rules: PreferenceRules,
+    events: Sequence[PreferenceEvent],
+    facts: FactValues,
+    plans: Sequence[_Plan | EventOutcome] | None = None,
 ) -> tuple[dict[FactKey, str], list[tuple[PreferenceEvent, RejectionReason, str]]]:
     """Apply ``events`` in order; each sees the writes of the ones before it.
 
     ``facts`` must hold the current values of every ``keys_for`` of the batch
-    (a missing key means an absent fact). Returns the merged writes and the
-    rejected events with their reason and detail.
+    (a missing key means an absent fact). ``plans``, when given, are
+    ``rules.plan(event)`` of each event, so nothing is validated twice. Returns
+    the merged writes and the rejected events with their reason and detail.
     """
-    overlay: dict[FactKey, str] = {}
-    view: ChainMap[FactKey, str | None] = ChainMap(overlay, facts)  # type: ignore[arg-type]
+    if plans is None:
+        plans = [rules.plan(event) for event in events]
+    writes: dict[FactKey, str] = {}
+    view: dict[FactKey, str | None] = dict(facts)  # facts overlaid by the batch's writes so far
     rejections: list[tuple[PreferenceEvent, RejectionReason, str]] = []
-    for event in events:
-        outcome = rules.apply(event, view)
+    apply = rules.apply_planned
+    for event, plan in zip(events, plans, strict=True):
+        outcome = apply(event, plan, view)
         if outcome.rejection is not None:
             rejections.append((event, *outcome.rejection))
-        else:
-            overlay.update(outcome.writes)
-    return overlay, rejections
+        elif outcome.writes:
+            writes.update(outcome.writes)
+            view.update(outcome.writes)
+    return writes, rejections

@@ -6,6 +6,7 @@ covers; Kafka consumer-group offsets are only written for lag dashboards.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -208,11 +209,12 @@ class PreferenceApplier:
             keys_of[id(event)] = message.key()
         if not progress:
             return
-        needed = [key for event in events for key in self._rules.keys_for(event)]
+        plans = [self._rules.plan(event) for event in events]  # each event validated once
+        needed = [key for plan in plans for key in getattr(plan, "keys", ())]
         snapshot = self._store.read(needed)
         if snapshot.status.generation != self._generation:
             raise GenerationLost("the store's generation changed while applying a batch")
-        writes, rejected = apply_events(self._rules, events, snapshot.facts)
+        writes, rejected = apply_events(self._rules, events, snapshot.facts, plans)
         for event, reason, detail in rejected:
             rejections.append(Rejection(key=keys_of[id(event)], reason=reason, detail=detail, event=event))
         self._rejections.write(rejections)
@@ -225,10 +227,12 @@ class PreferenceApplier:
         self._expected.update(progress)
         self._after_commit(status)
         consumer.commit(offsets=[TopicPartition(self._topic, p, o) for p, o in progress.items()], asynchronous=True)
+        by_type: collections.Counter[tuple[str, str]] = collections.Counter()
         rejected_ids = {id(event) for event, _, _ in rejected}
         for event in events:
-            result = "rejected" if id(event) in rejected_ids else "applied"
-            self._metrics.preference_events.labels(type=event.type.value, result=result).inc()
+            by_type[(event.type.value, "rejected" if id(event) in rejected_ids else "applied")] += 1
+        for (kind, result), n in by_type.items():
+            self._metrics.preference_events.labels(type=kind, result=result).inc(n)
         undecodable = len(rejections) - len(rejected)
         if undecodable:
             self._metrics.preference_events.labels(type="UNDECODABLE", result="rejected").inc(undecodable)
