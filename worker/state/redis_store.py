@@ -41,6 +41,11 @@ class RedisStateStore:
         self._read = client.register_script(scripts.READ)
         self._commit = client.register_script(scripts.COMMIT)
         self._begin = client.register_script(scripts.BEGIN_GENERATION)
+        # The fact groups of the latest read. The applier commits a subset of
+        # what it just read, so commit takes their (key, field) from here instead
+        # of hashing the subjects again. Locations never change, so an entry
+        # from another caller's read is still right.
+        self._last_read: dict[str, tuple[list[FactKey], list[bytes]]] = {}
 
     @classmethod
     def from_settings(cls, redis_settings: RedisSettings, state_settings: StateSettings) -> RedisStateStore:
@@ -69,6 +74,7 @@ class RedisStateStore:
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         facts: dict[FactKey, str | None] = dict.fromkeys(keys)
         groups = self._addressing.group(facts)
+        self._last_read = groups
         reply = self._call(
             lambda: self._read(
                 keys=[self._addressing.meta_key, *groups],
@@ -111,8 +117,13 @@ class RedisStateStore:
         for partition, offset in progress.items():
             args += [partition, expected.get(partition, -1), offset]
         by_hash: dict[str, list[Any]] = {}
-        for (key, field), value in zip(self._addressing.locate_all(writes), writes.values()):
-            by_hash.setdefault(key, []).extend((field, value))
+        if writes:
+            read = {fact: (key, field) for key, (facts, fields) in self._last_read.items() for fact, field in zip(facts, fields)}
+            unread = [fact for fact in writes if fact not in read]
+            read.update(zip(unread, self._addressing.locate_all(unread)))
+            for fact, value in writes.items():
+                key, field = read[fact]
+                by_hash.setdefault(key, []).extend((field, value))
         for pairs in by_hash.values():
             args.append(len(pairs) // 2)
             args.extend(pairs)
