@@ -556,3 +556,78 @@ def test_send_head_of_map_in_sized_blocks_and_long_varints_falls_back() -> None:
     sized = value[: -len(b"\x02\x02k\x02v\x00")] + b"\x01\x08\x02k\x02v\x00"
     assert send_head_module.read_send_head(sized) is None
     assert _fast(sized) == _reference(sized)
+
+
+# --- the fast PreferenceEvent reader against fastavro --------------------------------------
+
+from worker.codec import preference_event as preference_event_module  # noqa: E402
+
+
+def _event_reference(value: bytes) -> PreferenceEvent | tuple[type, str]:
+    try:
+        return PreferenceEvent.from_record(_FUZZ_CODEC.decode("PreferenceEvent", value))
+    except DecodeError as exc:
+        return type(exc), exc.error_class
+
+
+def _event_fast(value: bytes) -> PreferenceEvent | tuple[type, str]:
+    try:
+        return _FUZZ_CODEC.decode_preference_event(value)
+    except DecodeError as exc:
+        return type(exc), exc.error_class
+
+
+_optional_text = st.none() | _text
+_events = st.builds(
+    PreferenceEvent,
+    event_id=_text,
+    org_id=_text,
+    occurred_at=st.integers(-(2**62), 2**62 - 1),
+    source=st.sampled_from(list(PreferenceSource)),
+    type=st.sampled_from(list(PreferenceEventType)),
+    email=_optional_text,
+    phone=_optional_text,
+    user_id=_optional_text,
+    domain=_optional_text,
+    contact_id=_optional_text,
+    ok_to_email=st.none() | st.booleans(),
+    settings=st.none() | st.builds(OrgSettings, st.sampled_from(list(UnsubscribeScope)), st.sampled_from(list(UserOptOutScope))),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(event=_events)
+def test_preference_event_of_valid_values_is_fastavro_and_takes_the_fast_path(event: PreferenceEvent) -> None:
+    value = _FUZZ_CODEC.encode("PreferenceEvent", event.to_record())
+    assert preference_event_module.read_preference_event(value) == event
+    assert _event_fast(value) == _event_reference(value) == event
+
+
+@settings(max_examples=150, deadline=None)
+@given(event=_events)
+def test_preference_event_rejects_every_truncation_and_trailing_bytes_like_fastavro(event: PreferenceEvent) -> None:
+    value = _FUZZ_CODEC.encode("PreferenceEvent", event.to_record())
+    for cut in range(len(value)):
+        assert _event_fast(value[:cut]) == _event_reference(value[:cut])
+    for tail in (b"\x00", b"\x02", b"\xff", b"garbage"):
+        assert _event_fast(value + tail) == _event_reference(value + tail) == (MalformedAvro, "malformed-avro")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(event=_events, data=st.data())
+def test_preference_event_of_mutated_values_is_fastavro(event: PreferenceEvent, data: st.DataObject) -> None:
+    value = bytearray(_FUZZ_CODEC.encode("PreferenceEvent", event.to_record()))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(5, len(value) - 1))
+        value[position] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        position = data.draw(st.integers(5, len(value)))
+        value[position:position] = data.draw(st.binary(min_size=1, max_size=12))
+    assert _event_fast(bytes(value)) == _event_reference(bytes(value))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(body=st.binary(max_size=120), schema_id=st.sampled_from([1, 2, 3, 4, 7]))
+def test_preference_event_of_random_bodies_is_fastavro(body: bytes, schema_id: int) -> None:
+    value = b"\x00" + struct.pack(">I", schema_id) + body
+    assert _event_fast(value) == _event_reference(value)

@@ -195,7 +195,7 @@ class PreferenceApplier:
                 continue  # revoked while the batch was in flight: its new owner applies it
             progress[partition] = message.offset() + 1
             try:
-                event = PreferenceEvent.from_record(self._codec.decode("PreferenceEvent", message.value()))
+                event = self._codec.decode_preference_event(message.value())
             except (DecodeError, KeyError, ValueError, TypeError) as exc:
                 rejections.append(
                     Rejection(key=message.key(), reason=RejectionReason.UNDECODABLE, detail=_describe(exc), raw=message.value())
