@@ -92,30 +92,35 @@ class FactAddressing:
         """Facts by Redis key: per key, the facts (in input order) and their fields.
 
         Each distinct subject is hashed once. This runs for every fact a batch
-        reads, so the loop keeps to local look-ups and one bytes concatenation.
+        reads, so the loop is kept to a few local operations: a request's facts
+        come subject by subject (the same string objects), so a fact whose
+        subject is the previous one's skips even the subject look-up.
         """
-        subjects: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+        subjects: dict[tuple[str, str, str], tuple[tuple[list[FactKey], list[bytes]], bytes]] = {}
         groups: dict[str, tuple[list[FactKey], list[bytes]]] = {}
         placement = _PLACES
         place = self._place
         qualified = self._qualified
         get_subject = subjects.get
-        get_group = groups.get
+        last_org = last_group = last_value = None
+        entry: tuple[list[FactKey], list[bytes]] = ([], [])
+        digest = b""
         for fact in facts:
             org_id, kind, subject = fact
             group, suffix = placement[kind]
-            name = (org_id, group, subject[0] if subject else "")
-            located = get_subject(name)
-            if located is None:
-                located = subjects[name] = place(org_id, group, name[2])
-            key, digest = located
-            field = digest + (qualified(suffix, subject[1]) if len(subject) > 1 else suffix)
-            entry = get_group(key)
-            if entry is None:
-                groups[key] = ([fact], [field])
-            else:
-                entry[0].append(fact)
-                entry[1].append(field)
+            value = subject[0] if subject else ""
+            if value is not last_value or org_id is not last_org or group is not last_group:
+                name = (org_id, group, value)
+                found = get_subject(name)
+                if found is None:
+                    key, digest = place(org_id, group, value)
+                    entry = groups.get(key) or groups.setdefault(key, ([], []))
+                    subjects[name] = (entry, digest)
+                else:
+                    entry, digest = found
+                last_org, last_group, last_value = org_id, group, value
+            entry[0].append(fact)
+            entry[1].append(digest + (qualified(suffix, subject[1]) if len(subject) > 1 else suffix))
         return groups
 
     def _place(self, org_id: str, group: str, value: str) -> tuple[str, bytes]:
