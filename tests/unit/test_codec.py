@@ -27,6 +27,8 @@ from worker.codec import (
     UnknownRecordName,
     UnknownSchemaId,
 )
+from worker.codec import preference_event as preference_event_module
+from worker.codec import send_head as send_head_module
 from worker.codec.schemas import schema_dir, strip_logical_types
 from worker.config import Settings
 from worker.models import (
@@ -36,6 +38,7 @@ from worker.models import (
     PreferenceEvent,
     PreferenceEventType,
     PreferenceSource,
+    SendHead,
     SendRequest,
     UnsubscribeScope,
     UserOptOutScope,
@@ -454,8 +457,6 @@ _FUZZ_CODEC = AvroCodec()
 
 # --- the fast SendRequest head reader against fastavro -------------------------------------
 
-from worker.codec import send_head as send_head_module  # noqa: E402
-from worker.models import SendHead  # noqa: E402
 
 
 def _reference(value: bytes) -> SendHead | tuple[type, str]:
@@ -560,7 +561,6 @@ def test_send_head_of_map_in_sized_blocks_and_long_varints_falls_back() -> None:
 
 # --- the fast PreferenceEvent reader against fastavro --------------------------------------
 
-from worker.codec import preference_event as preference_event_module  # noqa: E402
 
 
 def _event_reference(value: bytes) -> PreferenceEvent | tuple[type, str]:

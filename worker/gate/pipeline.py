@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Histogram
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import Histogram
 
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
@@ -219,7 +219,7 @@ class Gate:
                     headers = allowed_headers
                 try:
                     produce(allowed_topic, value=value, key=message.key(), headers=headers)
-                except (BufferError, KafkaException):
+                except (BufferError, KafkaException):  # not queued: the slow path retries or classifies
                     self._produce(produce, allowed_topic, value, message.key(), headers)
                 self.progress.allowed += 1
                 allowed_counts[(head.channel, head.category)] += 1
