@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 import redis
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from rich.console import Console
 from rich.table import Table
 
@@ -52,7 +52,11 @@ def run_guarded(action: Callable[[], Any]) -> Any:
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(ExitCode.FAILURE)
     except KafkaException as exc:
-        err_console.print(f"[red]error:[/red] Kafka unreachable or refusing: {exc.args[0]}")
+        error = exc.args[0]
+        if getattr(error, "fatal", lambda: False)() or getattr(error, "code", lambda: None)() == KafkaError._FENCED:
+            err_console.print(f"[red]error:[/red] fatal Kafka error: {error}")
+            sys.exit(ExitCode.FENCED if error.code() == KafkaError._FENCED else ExitCode.KAFKA_FATAL)
+        err_console.print(f"[red]error:[/red] Kafka unreachable or refusing: {error}")
         sys.exit(ExitCode.UNREACHABLE)
     except redis.RedisError as exc:
         err_console.print(f"[red]error:[/red] Redis unreachable or refusing: {exc}")

@@ -71,3 +71,12 @@ def test_the_readme_configuration_reference_matches_the_settings_model():
     readme = README.read_text()
     assert START_MARKER in readme and END_MARKER in readme
     assert embed(readme) == readme, "run: python -m worker.ops.config_reference and paste it into README.md (or use embed())"
+
+
+def test_extra_librdkafka_properties_override_our_client_defaults(monkeypatch):
+    from worker.kafka.clients import consumer_config, transactional_producer_config
+
+    monkeypatch.setenv("SENDGATE_KAFKA__EXTRA", '{"session.timeout.ms": "6000", "linger.ms": "20"}')
+    settings = Settings()
+    assert consumer_config(settings, group_id="g")["session.timeout.ms"] == "6000"
+    assert transactional_producer_config(settings, transactional_id="t")["linger.ms"] == "20"

@@ -70,3 +70,29 @@ def test_errors_are_counted_by_kind():
     with pytest.raises(TransactionAborted):
         call_kafka(Flaky([kafka_error(KafkaError._STATE, txn_requires_abort=True)]), what="commit", metrics=metrics)
     assert metrics.registry.get_sample_value("sendgate_kafka_errors_total", {"kind": "_STATE"}) == 1
+
+
+def test_a_call_that_hangs_past_its_timeout_ends_the_process_for_the_supervisor(monkeypatch):
+    import threading
+
+    import worker.gate.transactions as transactions
+
+    exits: list[int] = []
+    released = threading.Event()
+    monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.05)
+    monkeypatch.setattr(transactions.os, "_exit", lambda code: (exits.append(code), released.set()))
+    call_kafka(lambda: released.wait(5), what="send_offsets_to_transaction", metrics=Metrics(), timeout=0.05)
+    assert exits == [ExitCode.KAFKA_FATAL]
+
+
+def test_a_call_that_returns_in_time_disarms_its_watchdog(monkeypatch):
+    import time
+
+    import worker.gate.transactions as transactions
+
+    exits: list[int] = []
+    monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.05)
+    monkeypatch.setattr(transactions.os, "_exit", exits.append)
+    assert call_kafka(lambda: "ok", what="commit", metrics=Metrics(), timeout=0.05) == "ok"
+    time.sleep(0.3)
+    assert exits == []

@@ -43,6 +43,8 @@ MASKED_DETAIL_LIMIT = 300
 GC_THRESHOLDS = (50_000, 20, 100)
 _ALLOWED = Decision((), {}, ())
 IDLE_READINESS_INTERVAL_SECONDS = 1.0
+SEND_OFFSETS_TIMEOUT_SECONDS = 10.0
+COMMIT_TIMEOUT_SECONDS = 20.0
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Gate:
     def run(self, *, max_messages: int | None = None, idle_exit_seconds: float | None = None) -> GateProgress:
         """Run until stopped (or bounded by ``max_messages`` / ``idle_exit_seconds`` for tests and bench)."""
         gc.set_threshold(*GC_THRESHOLDS)
-        call_kafka(lambda: self._producer.init_transactions(30), what="init_transactions", metrics=self._metrics)
+        call_kafka(lambda: self._producer.init_transactions(30), what="init_transactions", metrics=self._metrics, timeout=30)
         self._consumer.subscribe(
             [self._topics.requested], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -125,7 +127,6 @@ class Gate:
             self._finish()
         finally:
             self._consumer.close()
-            self._producer.flush(5)
         return self.progress
 
     def _step(self) -> bool:
@@ -239,10 +240,14 @@ class Gate:
                 for reason in decision.reasons:
                     reason_counts[(channel, category, reason.value)] += 1
             latencies.append(head.requested_at)
-            next_offsets[message.partition()] = message.offset() + 1
         for message, exc in poison:
             self._dead_letter(message, exc)
-            next_offsets[message.partition()] = message.offset() + 1
+        # After both loops: dead letters are produced last but may sit at lower
+        # offsets, and the committed offset must never move backwards.
+        for message in messages:
+            partition, after = message.partition(), message.offset() + 1
+            if after > next_offsets.get(partition, -1):
+                next_offsets[partition] = after
         self.progress.consumed += len(messages)
         self.progress.batches += 1
         self._transaction_messages += len(messages)
@@ -304,7 +309,9 @@ class Gate:
         if error is None:
             return message.partition() in self._assigned
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
-        if error.fatal():
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            # librdkafka reports some fatal consumer errors (e.g. a static member
+            # fenced by its successor) as _FATAL with fatal() false.
             raise KafkaFatal(f"gate consumer: {error}")
         if error.code() != KafkaError._PARTITION_EOF:
             logger.warning("gate consumer error", extra={"error": str(error)})
@@ -331,11 +338,17 @@ class Gate:
             if offsets:
                 group = self._consumer.consumer_group_metadata()
                 call_kafka(
-                    lambda: self._producer.send_offsets_to_transaction(offsets, group, 30),
+                    lambda: self._producer.send_offsets_to_transaction(offsets, group, SEND_OFFSETS_TIMEOUT_SECONDS),
                     what="send_offsets_to_transaction",
                     metrics=self._metrics,
+                    timeout=SEND_OFFSETS_TIMEOUT_SECONDS,
                 )
-            call_kafka(lambda: self._producer.commit_transaction(60), what="commit_transaction", metrics=self._metrics)
+            call_kafka(
+                lambda: self._producer.commit_transaction(COMMIT_TIMEOUT_SECONDS),
+                what="commit_transaction",
+                metrics=self._metrics,
+                timeout=COMMIT_TIMEOUT_SECONDS,
+            )
         except TransactionAborted:
             self._metrics.transactions.labels(result="failed").inc()
             raise
@@ -348,7 +361,12 @@ class Gate:
     def _abort(self) -> None:
         if self._in_transaction:
             try:
-                call_kafka(lambda: self._producer.abort_transaction(30), what="abort_transaction", metrics=self._metrics)
+                call_kafka(
+                    lambda: self._producer.abort_transaction(COMMIT_TIMEOUT_SECONDS),
+                    what="abort_transaction",
+                    metrics=self._metrics,
+                    timeout=COMMIT_TIMEOUT_SECONDS,
+                )
             finally:
                 self._in_transaction = False
             self.progress.aborted_transactions += 1

@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from typing import Callable, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.errors import KafkaFatal, ProducerFenced, RetryableError
+from worker.errors import ExitCode, KafkaFatal, ProducerFenced, RetryableError
 from worker.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ FENCED_CODES = {
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 }
 MAX_RETRIES = 20
+WATCHDOG_MARGIN_SECONDS = 10.0
 
 
 class TransactionAborted(RetryableError):
@@ -51,9 +54,30 @@ class RetriableKafkaError(Exception):
     """The same call may simply be made again (never raised out of :func:`call_kafka`)."""
 
 
-def call_kafka(operation: Callable[[], T], *, what: str, metrics: Metrics) -> T:
-    """Run a transactional producer call, classifying any error it raises."""
+def _overran(what: str, limit: float) -> None:
+    logger.critical(
+        "Kafka call hangs past its timeout: exiting so the supervisor restarts the gate",
+        extra={"call": what, "limit_seconds": limit},
+    )
+    logging.shutdown()
+    os._exit(ExitCode.KAFKA_FATAL)
+
+
+def call_kafka(operation: Callable[[], T], *, what: str, metrics: Metrics, timeout: float | None = None) -> T:
+    """Run a transactional producer call, classifying any error it raises.
+
+    With ``timeout`` (the one given to librdkafka), a watchdog ends the process
+    (KAFKA_FATAL) if the call is still blocked ``WATCHDOG_MARGIN_SECONDS`` later:
+    after a broker restart librdkafka can block in send_offsets_to_transaction
+    past its own timeout (librdkafka #5456), and a restarted gate recovers at
+    once (same transactional id, static membership) where a blocked one never does.
+    """
     for attempt in range(MAX_RETRIES):
+        watchdog = None
+        if timeout is not None:
+            watchdog = threading.Timer(timeout + WATCHDOG_MARGIN_SECONDS, _overran, args=(what, timeout))
+            watchdog.daemon = True
+            watchdog.start()
         try:
             return operation()
         except KafkaException as exc:
@@ -62,4 +86,7 @@ def call_kafka(operation: Callable[[], T], *, what: str, metrics: Metrics) -> T:
                 raise classified from exc
             logger.warning("retrying Kafka call", extra={"call": what, "error": str(classified), "attempt": attempt + 1})
             time.sleep(min(0.05 * 2**attempt, 2.0))
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
     raise TransactionAborted(f"{what}: still failing after {MAX_RETRIES} retries")

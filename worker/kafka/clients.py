@@ -24,6 +24,7 @@ def consumer_config(settings: Settings, *, group_id: str, **overrides: Any) -> d
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 65536,
     }
+    config.update(settings.kafka.extra)  # the operator's word beats our defaults
     config.update(overrides)
     return config
 
@@ -41,6 +42,7 @@ def transactional_producer_config(settings: Settings, *, transactional_id: str) 
         "batch.size": 1_000_000,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
+        **settings.kafka.extra,
     }
 
 
@@ -51,6 +53,7 @@ def idempotent_producer_config(settings: Settings) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        **settings.kafka.extra,
     }
 
 

@@ -288,7 +288,7 @@ class PreferenceApplier:
 
     def _raise_kafka_error(self, error: KafkaError) -> None:
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
-        if error.fatal():
+        if error.fatal() or error.code() == KafkaError._FATAL:
             raise KafkaFatal(f"applier consumer: {error}")
         logger.warning("applier consumer error", extra={"error": str(error)})
 
