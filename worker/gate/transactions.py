@@ -67,26 +67,28 @@ def call_kafka(operation: Callable[[], T], *, what: str, metrics: Metrics, timeo
     """Run a transactional producer call, classifying any error it raises.
 
     With ``timeout`` (the one given to librdkafka), a watchdog ends the process
-    (KAFKA_FATAL) if the call is still blocked ``WATCHDOG_MARGIN_SECONDS`` later:
-    after a broker restart librdkafka can block in send_offsets_to_transaction
-    past its own timeout (librdkafka #5456), and a restarted gate recovers at
-    once (same transactional id, static membership) where a blocked one never does.
+    (KAFKA_FATAL) if the call, retries included, has not finished
+    ``WATCHDOG_MARGIN_SECONDS`` later: after a broker restart librdkafka can
+    block in, or keep timing out of, send_offsets_to_transaction (librdkafka
+    #5456), and a restarted gate recovers at once (same transactional id,
+    static membership) where a stuck one never does.
     """
-    for attempt in range(MAX_RETRIES):
-        watchdog = None
-        if timeout is not None:
-            watchdog = threading.Timer(timeout + WATCHDOG_MARGIN_SECONDS, _overran, args=(what, timeout))
-            watchdog.daemon = True
-            watchdog.start()
-        try:
-            return operation()
-        except KafkaException as exc:
-            classified = classify(exc, what=what, metrics=metrics)
-            if not isinstance(classified, RetriableKafkaError):
-                raise classified from exc
-            logger.warning("retrying Kafka call", extra={"call": what, "error": str(classified), "attempt": attempt + 1})
-            time.sleep(min(0.05 * 2**attempt, 2.0))
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-    raise TransactionAborted(f"{what}: still failing after {MAX_RETRIES} retries")
+    watchdog = None
+    if timeout is not None:
+        watchdog = threading.Timer(timeout + WATCHDOG_MARGIN_SECONDS, _overran, args=(what, timeout))
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        for attempt in range(MAX_RETRIES):
+            try:
+                return operation()
+            except KafkaException as exc:
+                classified = classify(exc, what=what, metrics=metrics)
+                if not isinstance(classified, RetriableKafkaError):
+                    raise classified from exc
+                logger.warning("retrying Kafka call", extra={"call": what, "error": str(classified), "attempt": attempt + 1})
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+        raise TransactionAborted(f"{what}: still failing after {MAX_RETRIES} retries")
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
