@@ -172,20 +172,6 @@ class Workers:
         self.all.append(worker)
         return worker.start()
 
-    def dump_stack(self, timeout: float = 10.0) -> str:
-        """SIGABRT a stuck worker: Python's fault handler writes every thread's stack to its log first."""
-        if not self.alive:
-            return ""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGABRT)
-        try:
-            self.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        text = self.log_paths[-1].read_text(encoding="utf-8", errors="replace")
-        marker = text.find("Current thread")
-        return text[marker : marker + 600] if marker >= 0 else "(no stack written)"
-
     def logs(self) -> str:
         return "\n".join(w.logs() for w in self.all)
 
