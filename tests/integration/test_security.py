@@ -2,7 +2,9 @@
 
 * Kafka SASL/PLAIN: a private broker (tests/chaos/instances.py, the stack's
   KAFKA_SASL_PORT listener): ``sendgate topics create``, the applier and the
-  gate work with the SENDGATE_KAFKA__* credentials and fail with a wrong password.
+  gate work with the SENDGATE_KAFKA__* credentials; a wrong password is refused
+  as a configuration error (exit 14, "refused the credentials"), not as an
+  unreachable Kafka.
 * Redis AUTH: a private ``redis-server --requirepass``: the workers work with
   SENDGATE_REDIS__PASSWORD or a password in the URL, and fail clearly without.
 * SENDGATE_HTTP__HOST/PORT: the endpoint answers there and nowhere else.
@@ -83,20 +85,33 @@ def sasl_settings(settings: Settings, stack, password: str) -> Settings:  # type
     return settings.model_copy(update={"kafka": kafka, "redis": RedisSettings(url=stack.redis_url)})
 
 
-def test_kafka_sasl_plain_credentials_reach_every_client_and_a_wrong_password_fails(settings, private_kafka):
-    with report.fault("security: Kafka SASL/PLAIN (topics create, applier, gate; wrong password)") as row:
+def test_kafka_sasl_plain_credentials_reach_every_client(settings, private_kafka):
+    with report.fault("security: Kafka SASL/PLAIN (topics create, applier, gate)"):
         good = sasl_settings(settings, private_kafka, private_kafka.sasl_password)
         created = cli(good, "topics", "create")
         assert created.returncode == 0, created.stdout + created.stderr
         assert "created" in created.stdout
         decide_a_few(good)  # admin, consumers and the transactional producer all authenticate
+        assert private_kafka.sasl_password not in created.stdout + created.stderr
 
+
+def test_a_wrong_kafka_password_is_refused_as_a_configuration_error(settings, private_kafka):
+    """Not "did not answer ... transport failure" (15): the brokers said no, the settings must change (14)."""
+    with report.fault("security: Kafka SASL/PLAIN wrong password") as row:
         wrong_password = "not-the-password-0815"
+        started = time.monotonic()
         refused = cli(sasl_settings(settings, private_kafka, wrong_password), "topics", "create")
+        took = time.monotonic() - started
         output = refused.stdout + refused.stderr
-        row.note = f"wrong password: exit {refused.returncode}, says: {' '.join(refused.stderr.split())[:140]}"
-        assert refused.returncode == ExitCode.UNREACHABLE, output
-        assert wrong_password not in output and private_kafka.sasl_password not in output + created.stdout + created.stderr
+        said = " ".join(refused.stderr.split())  # the console wraps long lines
+        row.note = f"exit {refused.returncode} after {took:.1f} s, says: {said[-160:]}"
+        assert refused.returncode == ExitCode.CONFIG, output
+        assert (
+            f"Kafka at {private_kafka.sasl_bootstrap} refused the credentials (SASL authentication failed): "
+            "check SENDGATE_KAFKA__SASL_USERNAME and SENDGATE_KAFKA__SASL_PASSWORD"
+        ) in said, output
+        assert "did not answer" not in said, output
+        assert wrong_password not in output and private_kafka.sasl_password not in output
 
 
 def test_kafka_without_credentials_is_refused_by_the_sasl_listener(settings, private_kafka):

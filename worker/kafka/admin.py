@@ -17,10 +17,13 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, 
 
 from worker.config import Settings
 from worker.errors import ConfigurationError, SendgateError, ServiceUnreachable
+from worker.kafka.auth import AuthenticationWatch, auth_watch_of, credentials_refused, is_authentication_failure
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+# A metadata request is retried in slices this long, so refused credentials end the wait early.
+METADATA_SLICE_SECONDS = 1.0
 _DAY_MS = 24 * 60 * 60 * 1000
 
 TopicStatus = Literal["created", "exists", "exists-different", "missing"]
@@ -62,20 +65,42 @@ def topic_plan(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     }
 
 
+class WatchedAdminClient(AdminClient):
+    """An AdminClient that remembers whether the brokers refused its credentials (``auth_watch``)."""
+
+    def __init__(self, config: dict[str, Any], auth_watch: AuthenticationWatch) -> None:
+        super().__init__({**config, **auth_watch.config()})
+        self.auth_watch = auth_watch
+
+
 def admin_client(settings: Settings) -> AdminClient:
-    """An AdminClient whose librdkafka logs go through our logging, not stderr."""
+    """An AdminClient whose librdkafka logs go through our logging, not stderr, and whose
+    refused credentials are reported as such (see :mod:`worker.kafka.auth`)."""
     config: dict[str, Any] = dict(settings.kafka.common_config())
     config["logger"] = logger
-    return AdminClient(config)
+    return WatchedAdminClient(config, AuthenticationWatch(settings.kafka.bootstrap_servers))
 
 
 def _metadata(admin: AdminClient, settings: Settings, timeout: float) -> ClusterMetadata:
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise ServiceUnreachable(
-            f"Kafka at {settings.kafka.bootstrap_servers} did not answer within {timeout:g} s: {exc.args[0]}"
-        ) from exc
+    """Cluster metadata; refused credentials → :class:`~worker.kafka.auth.KafkaCredentialsRefused`
+    (exit 14) as soon as the brokers say so, no answer within ``timeout`` → ServiceUnreachable."""
+    watch = auth_watch_of(admin)
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        attempt = timeout if watch is None else max(0.1, min(remaining, METADATA_SLICE_SECONDS))
+        try:
+            return admin.list_topics(timeout=attempt)
+        except KafkaException as exc:
+            if watch is not None:
+                admin.poll(0)  # error callbacks are served by poll only
+            if is_authentication_failure(exc) or (watch is not None and watch.refused_since(started)):
+                raise credentials_refused(settings.kafka.bootstrap_servers) from exc
+            if watch is None or time.monotonic() >= deadline:
+                raise ServiceUnreachable(
+                    f"Kafka at {settings.kafka.bootstrap_servers} did not answer within {timeout:g} s: {exc.args[0]}"
+                ) from exc
 
 
 def create_topics(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> list[TopicReport]:
@@ -207,6 +232,8 @@ def _wait_until_visible(admin: AdminClient, names: list[str], timeout: float) ->
 
 def _wrap(settings: Settings, name: str, exc: KafkaException) -> SendgateError:
     error: KafkaError = exc.args[0]
+    if is_authentication_failure(error):
+        return credentials_refused(settings.kafka.bootstrap_servers)
     if error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN):
         return ServiceUnreachable(f"Kafka at {settings.kafka.bootstrap_servers} unreachable for {name}: {error}")
     # E.g. a replication factor above the broker count: the settings are wrong for this cluster.
