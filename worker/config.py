@@ -171,8 +171,8 @@ class GateSettings(BaseModel):
     """Unique per gate process (default: host name, the pod name on Kubernetes): static group member id and transactional id suffix."""
     batch_max_messages: int = Field(default=500, ge=1)
     """Most records taken by one consume() call (one state round trip each)."""
-    poll_timeout_seconds: float = Field(default=0.1, gt=0)
-    """How long consume() waits for records."""
+    poll_timeout_seconds: float = Field(default=0.05, gt=0)
+    """Longest wait of consume() for a full batch; records waiting count towards end-to-end latency."""
     commit_every_messages: int = Field(default=5000, ge=1)
     """Commit the transaction after this many input records..."""
     commit_interval_seconds: float = Field(default=0.2, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
 
@@ -69,6 +70,54 @@ def test_every_record_is_decided_exactly_once_across_sigkill_restarts(kafka_topi
     suppressed = {m.key().decode() for m in outputs.suppressed}
     wrongly_allowed = [r.message_id for r in requests if r.to in opted_out and r.message_id not in suppressed]
     assert wrongly_allowed == []
+
+
+def test_every_record_is_decided_exactly_once_while_a_second_gate_joins_and_leaves(kafka_topics):
+    """A rebalance revokes partitions while a batch is in flight (read sent, nothing produced yet).
+
+    The gate must drop that batch and consume it again from the committed
+    offsets: dropping without rewinding loses it, finishing it after the
+    revoke duplicates it.
+    """
+    settings = kafka_topics
+    codec = AvroCodec.from_settings(settings)
+    total = 60_000
+    opted_out = {f"person{i}@example.com" for i in range(0, 1000, 5)}
+    produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email=a) for a in opted_out])
+    requests = [send_request(message_id=f"m{i}", to=f"person{i % 1000}@example.com") for i in range(total)]
+
+    def trickle() -> None:  # ~3,000/s for 20 s: the gates are deciding whenever the group rebalances
+        for start in range(0, total, 600):
+            produce_sends(settings, codec, requests[start : start + 600])
+            time.sleep(0.2)
+
+    with running_applier(settings):
+        sender = threading.Thread(target=trickle, daemon=True)
+        first = start_cli(settings, "gate", extra_env={"SENDGATE_GATE__INSTANCE_ID": "gate-a"})
+        second = None
+        try:
+            sender.start()
+            wait_until(lambda: read_outputs(settings).total() > 0, timeout=60, message="the first gate decides")
+            second = start_cli(settings, "gate", extra_env={"SENDGATE_GATE__INSTANCE_ID": "gate-b"})
+            time.sleep(4)
+            assert second.terminate() == 0, second.output()[-3000:]
+            decided_when_second_left = read_outputs(settings).total()
+            print(f"decided when the second gate left: {decided_when_second_left} of {total}")
+            assert decided_when_second_left < total, "the rebalances must land while records are being decided"
+            sender.join(120)
+            outputs = wait_for_outputs(settings, total, timeout=240)
+            assert first.terminate() == 0, first.output()[-3000:]
+            assert "gate revoked" in first.output(), "the first gate never saw a rebalance: the test proves nothing"
+        finally:
+            first.close()
+            if second is not None:
+                second.close()
+    counts = message_ids(outputs)
+    lost = total - len(counts)
+    duplicated = [m for m, n in counts.items() if n > 1]
+    assert lost == 0 and duplicated == [], f"lost={lost} duplicated={len(duplicated)}"
+    suppressed = {m.key().decode() for m in outputs.suppressed}
+    assert [r.message_id for r in requests if r.to in opted_out and r.message_id not in suppressed] == []
 
 
 def test_nothing_is_decided_while_redis_is_down_and_everything_after(kafka_topics, tmp_path):

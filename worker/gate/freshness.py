@@ -33,8 +33,12 @@ class FreshStateReader:
 
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         keys = list(keys)
-        barrier = self._end_offsets.read()
+        # The barrier and the state are both read after the batch was consumed,
+        # so their order does not matter: a later barrier is only stricter.
+        # Asking Kafka first lets its answer travel while Redis runs the read.
+        barrier_answer = self._end_offsets.request()
         snapshot = self._store.read(keys)
+        barrier = barrier_answer()
         self._require_ready(snapshot.status)
         if snapshot.status.covers(barrier):
             return snapshot

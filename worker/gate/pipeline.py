@@ -12,6 +12,7 @@ import bisect
 import collections
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,9 @@ from worker.gate.transactions import RetriableKafkaError, TransactionAborted, ca
 from worker.health import Health
 from worker.metrics import Metrics
 from worker.models import Category, Channel, SendHead
-from worker.policy.decision import Decision, DecisionPolicy
+from worker.policy.decision import Decision, DecisionPolicy, PreparedRequest
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
+from worker.state.store import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +57,25 @@ class GateProgress:
     batches: int = 0
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Consumed, decoded and prepared records whose state read is in flight."""
+
+    messages: list[Message]
+    decoded: list[tuple[Message, bytes, SendHead]]
+    prepared: list[PreparedRequest]
+    poison: list[tuple[Message, DecodeError | Exception]]
+    snapshot: Future[Snapshot]
+
+
 class Gate:
-    """Decides every request of ``sends.requested`` exactly once."""
+    """Decides every request of ``sends.requested`` exactly once.
+
+    Two batches overlap: while Redis and Kafka answer the state read of one
+    batch, the previous one is decided and produced. A batch in flight holds
+    no output and no offset, so dropping it (rebalance, fail-closed) and
+    consuming its records again from the committed offsets loses nothing.
+    """
 
     def __init__(
         self,
@@ -92,6 +111,10 @@ class Gate:
         self._assigned: set[int] = set()
         self._dead_letter_times: collections.deque[float] = collections.deque()
         self._readiness_checked_at = 0.0
+        self._in_flight: _Batch | None = None
+        self._in_flight_dropped = False
+        # One thread: reads run in batch order on the store's connection.
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendgate-state-read")
         self.progress = GateProgress()
 
     # -- run loop ---------------------------------------------------------
@@ -115,21 +138,38 @@ class Gate:
                 now = time.monotonic()
                 if had_messages:
                     last_message_at = now
-                elif idle_exit_seconds is not None and not self._in_transaction and now - last_message_at >= idle_exit_seconds:
+                elif (
+                    idle_exit_seconds is not None
+                    and not self._in_transaction
+                    and self._in_flight is None
+                    and now - last_message_at >= idle_exit_seconds
+                ):
                     break
             self._finish()
         finally:
+            self._reads.shutdown(wait=False, cancel_futures=True)
             self._consumer.close()
         return self.progress
 
     def _step(self) -> bool:
         started = time.perf_counter()
-        messages = self._consumer.consume(self._gate.batch_max_messages, self._gate.poll_timeout_seconds)
+        # With a batch in flight, take only what is already there: it must not wait for more.
+        timeout = 0 if self._in_flight is not None else self._gate.poll_timeout_seconds
+        messages = self._consumer.consume(self._gate.batch_max_messages, timeout)
         self._metrics.batch_phase.labels(phase="consume").observe(time.perf_counter() - started)
+        if self._in_flight_dropped:
+            # A rebalance dropped the batch in flight during consume(): what it
+            # held, and what this call returned after it, is consumed again.
+            self._in_flight_dropped = False
+            self._rewind()
+            return True
         messages = [m for m in messages if self._accept(m)]
-        if messages:
-            self._process(messages)
-        else:
+        batch = self._start(messages) if messages else None
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None:
+            self._complete(previous)
+        self._in_flight = batch
+        if batch is None and previous is None:
             self._probe_readiness_when_idle()
         if self._in_transaction and self._commit_due():
             self._commit()
@@ -150,6 +190,14 @@ class Gate:
         self._health.set_ready(True)
 
     def _finish(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        try:
+            if in_flight is not None:
+                self._complete(in_flight)
+        except RetryableError as exc:
+            logger.warning("last batch not decided; it is consumed again on restart", extra={"cause": str(exc)})
+            self._abort()
+            return
         if self._in_transaction:
             try:
                 self._commit()
@@ -158,8 +206,8 @@ class Gate:
                 self._abort()
 
     # -- one batch --------------------------------------------------------
-    def _process(self, messages: list[Message]) -> None:
-        phase = self._metrics.batch_phase
+    def _start(self, messages: list[Message]) -> _Batch:
+        """Decode and prepare ``messages``, and send their state read."""
         self._metrics.batch_size.observe(len(messages))
         t0 = time.perf_counter()
         # Deciding needs only the leading fields; the whole value is still validated.
@@ -174,10 +222,17 @@ class Gate:
                 poison.append((message, exc))
         prepare = self._policy.prepare
         prepared = [prepare(head) for _, _, head in decoded]
-        t1 = time.perf_counter()
-        phase.labels(phase="decode").observe(t1 - t0)
+        keys = [key for p in prepared for key in p.keys]
+        snapshot = self._reads.submit(self._state.read, keys)
+        self._metrics.batch_phase.labels(phase="decode").observe(time.perf_counter() - t0)
+        return _Batch(messages, decoded, prepared, poison, snapshot)
 
-        snapshot = self._state.read(key for p in prepared for key in p.keys)
+    def _complete(self, batch: _Batch) -> None:
+        """Decide ``batch`` on its state and produce every outcome into the open transaction."""
+        phase = self._metrics.batch_phase
+        messages, decoded, prepared, poison = batch.messages, batch.decoded, batch.prepared, batch.poison
+        t1 = time.perf_counter()
+        snapshot = batch.snapshot.result()
         self.progress.state_round_trips += 1
         t2 = time.perf_counter()
         phase.labels(phase="state").observe(t2 - t1)
@@ -384,6 +439,8 @@ class Gate:
         self._metrics.fail_closed_pauses.labels(cause=kind).inc()
         self._metrics.state_errors.labels(kind=kind).inc()
         self.progress.fail_closed_pauses += 1
+        self._in_flight = None  # consumed again after the rewind below
+        self._in_flight_dropped = False
         self._abort()
         try:
             self._rewind()
@@ -398,7 +455,14 @@ class Gate:
         self._assigned.update(tp.partition for tp in partitions)
         logger.info("gate assigned", extra={"topic": self._topics.requested, "partitions": sorted(tp.partition for tp in partitions)})
 
+    def _drop_in_flight(self) -> None:
+        """Forget the batch in flight: none of it was produced, and its offsets are not committed."""
+        if self._in_flight is not None:
+            self._in_flight = None
+            self._in_flight_dropped = True
+
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drop_in_flight()
         if self._in_transaction:
             try:
                 self._commit()
@@ -409,6 +473,7 @@ class Gate:
         logger.info("gate revoked", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drop_in_flight()
         self._abort()
         self._assigned.difference_update(tp.partition for tp in partitions)
         logger.warning("gate partitions lost; open transaction aborted", extra={"partitions": sorted(tp.partition for tp in partitions)})

@@ -8,6 +8,7 @@ lies below them, so progress at or past them means it has been applied.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -48,11 +49,26 @@ class CommittedEndOffsets:
         return self._partitions
 
     def read(self) -> dict[int, int]:
+        return self.request()()
+
+    def request(self) -> Callable[[], dict[int, int]]:
+        """Send the offsets request now; the returned call waits for the answer.
+
+        The gate overlaps this wait with its state read: both only need to
+        start after the batch was consumed.
+        """
         request = {TopicPartition(self._topic, p): OffsetSpec.latest() for p in self.partitions()}
         try:
             futures = self._admin.list_offsets(
                 request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=self._timeout
             )
-            return {tp.partition: future.result().offset for tp, future in futures.items()}
         except KafkaException as exc:
             raise OffsetsUnavailable(f"end offsets of {self._topic}: {exc}") from exc
+
+        def answer() -> dict[int, int]:
+            try:
+                return {tp.partition: future.result().offset for tp, future in futures.items()}
+            except KafkaException as exc:
+                raise OffsetsUnavailable(f"end offsets of {self._topic}: {exc}") from exc
+
+        return answer

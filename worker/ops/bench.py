@@ -15,6 +15,7 @@ Results go to a rich table and a JSON file, next to the machine they ran on.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import importlib.util
@@ -28,7 +29,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import click
 import confluent_kafka
@@ -44,7 +45,16 @@ from worker.errors import SendgateError
 from worker.kafka.admin import create_topics, delete_topics
 from worker.kafka.clients import idempotent_producer_config
 from worker.ops.baseline import BareTransactionalLoop, measure_gate
-from worker.ops.generate import bulk_producer, produce_events, produce_sends, progress_bar, tracked
+from worker.ops.generate import (
+    ProduceReport,
+    bulk_producer,
+    encoded_sends,
+    produce_encoded,
+    produce_events,
+    produce_sends,
+    progress_bar,
+    tracked,
+)
 from worker.ops.traffic import BenchPlan
 
 logger = logging.getLogger(__name__)
@@ -311,11 +321,15 @@ def gate_process(settings: Settings, results: Any) -> None:
 
 
 class LatencyProbe:
-    """Reads the gate's outputs under read_committed and keeps now − requested_at per request."""
+    """Reads the gate's outputs under read_committed and keeps, per measured request, now − its send time.
 
-    def __init__(self, settings: Settings, codec: AvroCodec, *, measured_prefix: bytes) -> None:
+    Send times are taken by the producing loop (:meth:`stamped`) and looked up
+    by message key, so while the clock runs neither side encodes or decodes
+    Avro: on a 2-core box that work would be taken from the gate it measures.
+    """
+
+    def __init__(self, settings: Settings, *, measured_prefix: bytes) -> None:
         self._topics = settings.topics
-        self._codec = codec
         self._prefix = measured_prefix
         self._consumer = Consumer(
             {
@@ -326,10 +340,19 @@ class LatencyProbe:
                 "fetch.wait.max.ms": 10,  # the probe's own wait must not add to what it measures
             }
         )
-        self.latencies_ms: list[int] = []
+        self.sent_at: dict[bytes, float] = {}
+        self.latencies_ms: list[float] = []
         self.seen = 0
+        self.unmatched = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sendgate-latency-probe", daemon=True)
+
+    def stamped(self, items: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        """``items`` as the paced producer pulls them, each key's send time noted as it goes out."""
+        sent_at = self.sent_at
+        for key, value in items:
+            sent_at[key] = time.monotonic()
+            yield key, value
 
     def start(self) -> None:
         topics = [self._topics.allowed, self._topics.suppressed, self._topics.dead_letter]
@@ -350,22 +373,22 @@ class LatencyProbe:
         return self.seen >= count
 
     def _run(self) -> None:
-        decode = self._codec.decode
-        suppressed = self._topics.suppressed
+        prefix, sent_at = self._prefix, self.sent_at
         while not self._stop.is_set():
             messages = self._consumer.consume(1000, 0.05)
-            now = _now_ms()
+            now = time.monotonic()
             for message in messages:
                 if message.error() is not None:
                     continue
                 self.seen += 1
-                if not (message.key() or b"").startswith(self._prefix):
+                key = message.key() or b""
+                if not key.startswith(prefix):
                     continue
-                if message.topic() == suppressed:
-                    requested_at = decode("SuppressedSend", message.value())["request"]["requested_at"]
+                sent = sent_at.get(key)
+                if sent is None:  # every output keeps its request's key: this would be a bench bug
+                    self.unmatched += 1
                 else:
-                    requested_at = decode("SendRequest", message.value())["requested_at"]
-                self.latencies_ms.append(now - requested_at)
+                    self.latencies_ms.append((now - sent) * 1000)
 
 
 def measure_latency(
@@ -376,9 +399,12 @@ def measure_latency(
     context = multiprocessing.get_context("spawn")  # librdkafka threads do not survive fork
     results = context.Queue()
     child = context.Process(target=gate_process, args=(settings, results), name="sendgate-bench-gate", daemon=True)
-    probe = LatencyProbe(settings, codec, measured_prefix=b"lat-")
+    probe = LatencyProbe(settings, measured_prefix=b"lat-")
     producer = Producer(idempotent_producer_config(settings))  # a campaign engine's producer, not the bulk one
     count = max(1, int(rate * seconds))
+    topic = settings.topics.requested
+    # Encoded before the clock runs; requested_at is then the encoding time, which the probe does not use.
+    measured = list(encoded_sends(plan.sends(count, base_time_ms=_now_ms(), start=first_index, id_prefix="lat"), codec, collections.Counter()))
     child.start()
     probe.start()
     try:
@@ -389,9 +415,9 @@ def measure_latency(
             raise BenchFailed(f"latency: the gate process decided {probe.seen} of {WARM_UP_RECORDS} warm-up requests "
                               f"(exit code {child.exitcode})")
         with progress_bar(console) as progress:
-            report = produce_sends(
-                settings, plan.sends(count, base_time_ms=_now_ms(), start=first_index, id_prefix="lat"), codec=codec,
-                producer=producer, rate=rate, stamp_now=True, on_progress=tracked(progress, f"paced at {rate:,.0f}/s", count),
+            report = produce_encoded(
+                producer, topic, probe.stamped(measured), ProduceReport(topic), rate=rate,
+                on_progress=tracked(progress, f"paced at {rate:,.0f}/s", count),
             )
         if not probe.wait_for(WARM_UP_RECORDS + count, timeout=60, alive=child.is_alive):
             raise BenchFailed(f"latency: {probe.seen - WARM_UP_RECORDS} of {count} requests visible after 60s")
@@ -402,11 +428,13 @@ def measure_latency(
         if child.is_alive():
             child.kill()
             child.join(10)
+    if probe.unmatched:
+        raise BenchFailed(f"latency: {probe.unmatched} outputs carry a key that was never sent")
     try:
         outcome = results.get(timeout=5)
     except queue.Empty:
         outcome = {"error": f"gate process exited with {child.exitcode} without a report"}
-    latencies = sorted(probe.latencies_ms)
+    latencies = sorted(round(ms) for ms in probe.latencies_ms)
     progress = outcome.get("progress") or {}
     mean_batch = progress["consumed"] / progress["batches"] if progress.get("batches") else None
     return {

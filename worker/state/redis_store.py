@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from typing import Any, Iterable, Mapping
@@ -14,6 +15,7 @@ from worker.policy.facts import FactKey
 from worker.state import scripts
 from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing
 from worker.state.store import GenerationLost, ProgressConflict, Snapshot, StoreStatus
+from worker.state.topology import require_standalone
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class RedisStateStore:
         self._client.close()
 
     def check(self) -> None:
+        require_standalone(self._client)  # the scripts span hash slots: a Redis Cluster cannot run them
         policy = self._call(lambda: self._client.info("memory")).get("maxmemory_policy")
         if policy != SAFE_EVICTION_POLICY:
             raise ConfigurationError(
@@ -81,16 +84,14 @@ class RedisStateStore:
                 args=[FIELD_BYTES, *(b"".join(fields) for _, fields in groups.values())],
             )
         )
-        if len(reply) != 1 + len(facts):  # never decide on a partial answer
-            raise StateUnavailable(f"Redis: read script answered {len(reply) - 1} values for {len(facts)} facts")
-        # The reply lists the values hash by hash, in the order of ``groups``;
-        # most facts are absent (None), which ``facts`` already says.
-        raw_values = iter(reply)
-        meta = next(raw_values)
-        for wanted, _ in groups.values():
-            for fact, raw in zip(wanted, raw_values):
-                if raw is not None:
-                    facts[fact] = raw.decode()
+        meta, read = reply[0], reply[1]
+        if read != len(facts) or len(reply) % 2:  # never decide on a partial answer
+            raise StateUnavailable(f"Redis: read script answered for {read} of {len(facts)} facts")
+        # Positions count the facts hash by hash, in the order of ``groups``;
+        # every fact not named in the reply is absent, as ``facts`` already says.
+        in_reply_order = list(itertools.chain.from_iterable(wanted for wanted, _ in groups.values()))
+        for at in range(2, len(reply), 2):
+            facts[in_reply_order[reply[at] - 1]] = reply[at + 1].decode()
         return Snapshot(facts=facts, status=self._status(self._pairs(meta)))
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:

@@ -3,11 +3,14 @@
 # KEYS[1] = meta hash, KEYS[2..] = distinct fact hashes; ARGV[1] = the field
 # size, ARGV[i + 1] = the fields wanted from KEYS[i + 1], concatenated (one
 # string per hash keeps the command small to pack). Returns {meta as a flat
-# list, then the value (or nil) of each field, hash by hash, in order}.
+# list, the number of fields read, then (position, value) of each field that
+# holds a value}; positions count fields hash by hash from 1. Most fields are
+# absent, so the reply carries only the few that are not.
 READ = """
-local out = {redis.call('HGETALL', KEYS[1])}
+local out = {redis.call('HGETALL', KEYS[1]), 0}
 local size = tonumber(ARGV[1])
-local n = 1
+local n = 0
+local last = 2
 for i = 2, #KEYS do
   local packed = ARGV[i]
   local fields = {}
@@ -17,9 +20,14 @@ for i = 2, #KEYS do
   local values = redis.call('HMGET', KEYS[i], unpack(fields))
   for j = 1, #values do
     n = n + 1
-    out[n] = values[j]
+    if values[j] then
+      out[last + 1] = n
+      out[last + 2] = values[j]
+      last = last + 2
+    end
   end
 end
+out[2] = n
 return out
 """
 
