@@ -97,38 +97,41 @@ def _unsubscribes(raw: str) -> tuple[Unsubscribe, ...]:
     return decode_unsubscribes(raw)
 
 
-# Building a FactKey costs about as much as the rest of a decision, and the
-# same contacts and recipients recur: keep the recent key tuples. Sized for
-# well under 20 MB together.
 # FactKey(...) runs NamedTuple's Python-level __new__; tuple.__new__ builds the
-# same tuple at C speed.
+# same tuple at C speed. The key tuples are not cached: most requests of a
+# campaign name a recipient the gate has not seen recently, and cached tuples
+# are what the garbage collector would scan over and over.
 _new = tuple.__new__
+_DO_NOT_CONTACT, _SILENCED_KIND, _OK_TO_EMAIL_KIND = FactKind.DO_NOT_CONTACT, FactKind.SILENCED, FactKind.OK_TO_EMAIL
+_EMAIL_ORG, _EMAIL_USER, _EMAIL_ANY_USER = (
+    FactKind.EMAIL_OPT_OUT_ORGANIZATION,
+    FactKind.EMAIL_OPT_OUT_USER,
+    FactKind.EMAIL_OPT_OUT_ANY_USER,
+)
+_UNSUBSCRIBES, _SETTINGS, _EMAIL_DOMAIN = FactKind.EMAIL_UNSUBSCRIBES, FactKind.ORG_SETTINGS, FactKind.EMAIL_OPT_OUT_DOMAIN
+_SMS = FactKind.SMS_CONSENT
 
 
-@lru_cache(maxsize=16_384)
 def _contact_keys(org: str, contact_id: str) -> tuple[FactKey, ...]:
     contact = (contact_id,)
     return (
-        _new(FactKey, (org, FactKind.DO_NOT_CONTACT, contact)),
-        _new(FactKey, (org, FactKind.SILENCED, contact)),
-        _new(FactKey, (org, FactKind.OK_TO_EMAIL, contact)),
+        _new(FactKey, (org, _DO_NOT_CONTACT, contact)),
+        _new(FactKey, (org, _SILENCED_KIND, contact)),
+        _new(FactKey, (org, _OK_TO_EMAIL_KIND, contact)),
     )
 
 
-@lru_cache(maxsize=16_384)
-def _email_keys(
-    org: str, to: str, user_id: str, sender_domain: str | None
-) -> tuple[FactKey, ...]:
+def _email_keys(org: str, to: str, user_id: str, sender_domain: str | None) -> tuple[FactKey, ...]:
     address = (to,)
     keys = (
-        _new(FactKey, (org, FactKind.EMAIL_OPT_OUT_ORGANIZATION, address)),
-        _new(FactKey, (org, FactKind.EMAIL_OPT_OUT_USER, (to, user_id))),
-        _new(FactKey, (org, FactKind.EMAIL_OPT_OUT_ANY_USER, address)),
-        _new(FactKey, (org, FactKind.EMAIL_UNSUBSCRIBES, address)),
-        _new(FactKey, (org, FactKind.ORG_SETTINGS, ())),
+        _new(FactKey, (org, _EMAIL_ORG, address)),
+        _new(FactKey, (org, _EMAIL_USER, (to, user_id))),
+        _new(FactKey, (org, _EMAIL_ANY_USER, address)),
+        _new(FactKey, (org, _UNSUBSCRIBES, address)),
+        _new(FactKey, (org, _SETTINGS, ())),
     )
     if sender_domain is not None:
-        keys += (_new(FactKey, (org, FactKind.EMAIL_OPT_OUT_DOMAIN, (to, sender_domain))),)
+        keys += (_new(FactKey, (org, _EMAIL_DOMAIN, (to, sender_domain))),)
     return keys
 
 
@@ -161,9 +164,10 @@ class DecisionPolicy:
             )
         # SMS: `from` may be a short code, so only `to` is validated.
         to = normalize_phone(request.to, self._region)
-        keys = _contact_keys(org, request.contact_id)[:_OK_TO_EMAIL]
+        contact = (request.contact_id,)
+        keys = (_new(FactKey, (org, _DO_NOT_CONTACT, contact)), _new(FactKey, (org, _SILENCED_KIND, contact)))
         if to is not None:
-            keys += (_new(FactKey, (org, FactKind.SMS_CONSENT, (to,))),)
+            keys += (_new(FactKey, (org, _SMS, (to,))),)
         return _new(PreparedRequest, (request, to, None, to is None, keys))
 
     def decide(self, prepared: PreparedRequest, facts: FactValues) -> Decision:
