@@ -40,6 +40,7 @@ from worker.models import (
     PreferenceSource,
     SendHead,
     SendRequest,
+    SuppressionReason,
     UnsubscribeScope,
     UserOptOutScope,
 )
@@ -631,3 +632,51 @@ def test_preference_event_of_mutated_values_is_fastavro(event: PreferenceEvent, 
 def test_preference_event_of_random_bodies_is_fastavro(body: bytes, schema_id: int) -> None:
     value = b"\x00" + struct.pack(">I", schema_id) + body
     assert _event_fast(value) == _event_reference(value)
+
+
+# --- SuppressedSend built around the request's bytes, against fastavro ------------------------
+
+_decisions = st.fixed_dictionaries(
+    {
+        "reasons": st.lists(st.sampled_from([r.value for r in SuppressionReason]), min_size=1, max_size=9, unique=True),
+        "details": st.dictionaries(_text, _text, max_size=5),
+        "decided_at": st.integers(-(2**63), 2**63 - 1),
+        "policy_version": _text,
+        "gate_instance": _text,
+    }
+)
+
+
+def _suppressed_record(request_record: dict, decision: dict) -> dict:
+    return {"request": request_record, "primary_reason": decision["reasons"][0], **decision}
+
+
+@settings(max_examples=400, deadline=None)
+@given(request=_requests, decision=_decisions)
+def test_suppressed_send_embeds_the_request_bytes_as_fastavro_would_encode_it(request: SendRequest, decision: dict) -> None:
+    value = _FUZZ_CODEC.encode("SendRequest", request.to_record())
+    spliced = _FUZZ_CODEC.encode_suppressed(value, primary_reason=decision["reasons"][0], **decision)
+    expected = _suppressed_record(request.to_record(), decision)
+    assert spliced == _FUZZ_CODEC.encode("SuppressedSend", expected)
+    assert _FUZZ_CODEC.decode("SuppressedSend", spliced) == expected
+
+
+def test_suppressed_send_of_an_older_writer_is_decoded_and_resolved() -> None:
+    codec = AvroCodec()
+    codec.register_writer(9, "SendRequest", _older_send_request_schema())
+    old = {k: v for k, v in SEND_REQUEST.items() if k not in ("campaign_id", "payload", "attributes")}
+    value = _encode_with(9, _older_send_request_schema(), old)
+    decision = {"reasons": ["SILENCED"], "details": {"state": "g1"}, "decided_at": 5, "policy_version": "p", "gate_instance": "g"}
+    spliced = codec.encode_suppressed(value, primary_reason="SILENCED", **decision)
+    assert codec.decode("SuppressedSend", spliced)["request"] == {**old, "campaign_id": None, "payload": None, "attributes": {}}
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(b"", EmptyValue), (b"\x01\x00\x00\x00\x01", BadMagicByte), (b"\x00\x00\x00\x00\x63" + b"\x02", UnknownSchemaId)],
+)
+def test_suppressed_send_of_an_unreadable_request_raises_its_decode_error(value: bytes, error: type[DecodeError]) -> None:
+    with pytest.raises(error):
+        _FUZZ_CODEC.encode_suppressed(
+            value, reasons=["SILENCED"], primary_reason="SILENCED", details={}, decided_at=1, policy_version="p", gate_instance="g"
+        )

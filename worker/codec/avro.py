@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Mapping
 
 from fastavro import schemaless_reader, schemaless_writer
@@ -29,6 +30,7 @@ from worker.codec.registry import RegistrySchemaSource, SchemaSource
 from worker.codec.schemas import RECORD_NAMES, LoadedSchema, load_schemas, parse, record_name
 from worker.codec.preference_event import read_preference_event
 from worker.codec.send_head import read_send_head
+from worker.codec.suppressed import SuppressedTail, reason_symbols
 from worker.config import Settings
 from worker.errors import ServiceUnreachable
 from worker.models import PreferenceEvent, SendHead, SendRequest
@@ -96,6 +98,7 @@ class AvroCodec:
         self._send_writer = self._writers[self._send_id]
         self._event_id = self._ids["PreferenceEvent"]
         self._event_writer = self._writers[self._event_id]
+        self._suppressed_tail = SuppressedTail(reason_symbols(self._schemas["SuppressedSend"].canonical))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, source: SchemaSource | None = None) -> AvroCodec:
@@ -211,6 +214,50 @@ class AvroCodec:
             if head is not None:
                 return head
         return SendHead.from_request(SendRequest.from_record(self.decode("SendRequest", value)))
+
+    def encode_suppressed(
+        self,
+        request_value: bytes,
+        *,
+        reasons: Sequence[str],
+        primary_reason: str,
+        details: Mapping[str, str],
+        decided_at: int,
+        policy_version: str,
+        gate_instance: str,
+    ) -> bytes:
+        """The wire-format SuppressedSend of the SendRequest in ``request_value`` and its decision.
+
+        A request of our own writer schema is embedded byte for byte (see
+        :mod:`worker.codec.suppressed`); any other is decoded (raising
+        ``DecodeError`` as :meth:`decode` does) and encoded.
+        """
+        schema_id = wire.split(request_value)
+        if type(request_value) is bytes and schema_id == self._send_id and self._writers.get(schema_id) is self._send_writer:
+            return b"".join(
+                (
+                    self._headers["SuppressedSend"],
+                    memoryview(request_value)[wire.HEADER_SIZE :],
+                    self._suppressed_tail.encode(
+                        reasons=reasons,
+                        primary_reason=primary_reason,
+                        details=details,
+                        decided_at=decided_at,
+                        policy_version=policy_version,
+                        gate_instance=gate_instance,
+                    ),
+                )
+            )
+        record = {
+            "request": self.decode("SendRequest", request_value),
+            "reasons": list(reasons),
+            "primary_reason": primary_reason,
+            "details": dict(details),
+            "decided_at": decided_at,
+            "policy_version": policy_version,
+            "gate_instance": gate_instance,
+        }
+        return self.encode("SuppressedSend", record)
 
     def decode_preference_event(self, value: bytes | bytearray | memoryview | None) -> PreferenceEvent:
         """``PreferenceEvent.from_record(decode("PreferenceEvent", value))``, faster for our own writer schema.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from worker.codec import AvroCodec
 from worker.models import SuppressionReason
 from worker.policy.decision import Decision
@@ -44,19 +42,17 @@ class OutputBuilder:
             headers.append((BYPASSED_HEADER, ",".join(r.value for r in decision.bypassed).encode()))
         return headers
 
-    def suppressed(self, request_record: dict[str, Any], decision: Decision, *, decided_at: int, state: str) -> tuple[bytes, Headers]:
+    def suppressed(self, request_value: bytes, decision: Decision, *, decided_at: int, state: str) -> tuple[bytes, Headers]:
+        """The SuppressedSend of the request in ``request_value``; raises ``DecodeError`` if it cannot be read."""
         primary = decision.primary_reason or SuppressionReason.INVALID_ADDRESS
-        value = self._codec.encode(
-            "SuppressedSend",
-            {
-                "request": request_record,
-                "reasons": [r.value for r in decision.reasons],
-                "primary_reason": primary.value,
-                "details": {**decision.details, STATE_DETAIL: state},
-                "decided_at": decided_at,
-                "policy_version": self._policy_version_text,
-                "gate_instance": self._gate_instance,
-            },
+        value = self._codec.encode_suppressed(
+            request_value,
+            reasons=[r.value for r in decision.reasons],
+            primary_reason=primary.value,
+            details={**decision.details, STATE_DETAIL: state},
+            decided_at=decided_at,
+            policy_version=self._policy_version_text,
+            gate_instance=self._gate_instance,
         )
         headers = [
             (DECISION_HEADER, b"SUPPRESSED"),

@@ -274,12 +274,10 @@ class Gate:
                 allowed_counts[(head.channel, head.category)] += 1
             else:
                 try:
-                    # Only a suppressed record needs the full request (it embeds it).
-                    record = self._codec.decode("SendRequest", value)
+                    out, headers = self._outputs.suppressed(value, decision, decided_at=now_ms, state=state_text)
                 except DecodeError as exc:  # the head reader accepted it, so this is not expected
                     poison.append((message, exc))
                     continue
-                out, headers = self._outputs.suppressed(record, decision, decided_at=now_ms, state=state_text)
                 self._produce(produce, self._topics.suppressed, out, message.key(), headers)
                 self.progress.suppressed += 1
                 channel, category = head.channel.value, head.category.value
