@@ -22,6 +22,7 @@ from worker import __version__, logs
 from worker.config import Settings
 from worker.errors import ExitCode, FatalError, RetryableError, SendgateError, ServiceUnreachable
 from worker.kafka import auth as kafka_auth
+from worker.kafka.admin import check_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def gate(settings: Settings, max_messages: int | None, idle_exit: float | None) 
     from worker.assembly import Runtime, build_gate
 
     def body() -> None:
+        check_credentials(settings)
         runtime = Runtime.create(settings)
         runtime.stop.install_signal_handlers()
         _serve_http(runtime)
@@ -155,6 +157,7 @@ def preferences(settings: Settings, idle_exit: float | None) -> None:
     from worker.assembly import Runtime, build_applier
 
     def body() -> None:
+        check_credentials(settings)
         runtime = Runtime.create(settings)
         runtime.stop.install_signal_handlers()
         runtime.health.set_ready(True)
@@ -174,6 +177,7 @@ def run(settings: Settings, max_messages: int | None, idle_exit: float | None) -
     from worker.assembly import Runtime, build_applier, build_gate
 
     def body() -> None:
+        check_credentials(settings)
         runtime = Runtime.create(settings)
         runtime.stop.install_signal_handlers()
         _serve_http(runtime)

@@ -114,6 +114,15 @@ def test_a_wrong_kafka_password_is_refused_as_a_configuration_error(settings, pr
         assert wrong_password not in output and private_kafka.sasl_password not in output
 
 
+@pytest.mark.parametrize("command", ["gate", "preferences", "run"])
+def test_a_worker_with_a_wrong_kafka_password_exits_at_start(settings, private_kafka, command):
+    """Workers wait out an unreachable Kafka, but refused credentials never heal: exit 14 at once."""
+    refused = cli(sasl_settings(settings, private_kafka, "not-the-password-0815"), command)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == ExitCode.CONFIG, refused.stdout + refused.stderr
+    assert f"Kafka at {private_kafka.sasl_bootstrap} refused the credentials" in said, refused.stderr
+
+
 def test_kafka_without_credentials_is_refused_by_the_sasl_listener(settings, private_kafka):
     plain = settings.model_copy(update={"kafka": KafkaSettings(bootstrap_servers=private_kafka.sasl_bootstrap)})
     refused = cli(plain, "topics", "create")

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # A metadata request is retried in slices this long, so refused credentials end the wait early.
 METADATA_SLICE_SECONDS = 1.0
+CREDENTIALS_CHECK_SECONDS = 5.0
 _DAY_MS = 24 * 60 * 60 * 1000
 
 TopicStatus = Literal["created", "exists", "exists-different", "missing"]
@@ -165,6 +166,22 @@ def describe_configs(settings: Settings, name: str, *, timeout: float = DEFAULT_
     admin = admin_client(settings)
     _metadata(admin, settings, timeout)
     return _describe_configs(admin, settings, [name], timeout)[name]
+
+
+def check_credentials(settings: Settings, *, timeout: float = CREDENTIALS_CHECK_SECONDS) -> None:
+    """Stop a worker at start (:class:`~worker.kafka.auth.KafkaCredentialsRefused`, exit 14) when SASL is refused.
+
+    A worker waits out an unreachable Kafka (fail closed, not ready), but
+    refused credentials never heal by waiting. Only SASL can be refused, so
+    without it there is nothing to check; a Kafka that does not answer within
+    ``timeout`` is left to the worker's own retries.
+    """
+    if not settings.kafka.security_protocol.upper().startswith("SASL"):
+        return
+    try:
+        _metadata(admin_client(settings), settings, timeout)
+    except ServiceUnreachable as exc:
+        logger.warning("Kafka did not answer the start-up credentials check; retrying in the worker", extra={"error": str(exc)})
 
 
 def delete_topics(settings: Settings, names: list[str], *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> list[str]:
