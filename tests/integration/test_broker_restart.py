@@ -26,11 +26,13 @@ def private_kafka(tmp_path_factory):  # type: ignore[no-untyped-def]
         yield stack
 
 
-# In `make chaos`, not `make test`: the checker stays clean, but whether the
-# gates resume within the bound depends on librdkafka recovering its
-# transaction coordinator (see worker/gate/transactions.py, the watchdog), and
-# on a loaded 2-core box that was still flaky (2 of 3 runs) when this landed.
-@pytest.mark.chaos
+# In `make test` (about 65 s, the private Kafka's start-up included). It was
+# flaky while the gates' librdkafka clients re-bootstrapped at every
+# single-node restart (send_offsets_to_transaction then waited for a
+# decommissioned coordinator) and backed off up to 10 s between reconnects;
+# worker/kafka/clients.py turns both off. Measured since: resumed 0.7-12 s
+# after the broker was back (about 11 s when the applier, a dynamic group
+# member, must wait out its old member's 10 s session before it is assigned).
 def test_gates_resume_after_a_broker_restart_without_losing_or_doubling(settings, private_kafka, tmp_path):
     settings = with_services(settings, bootstrap=private_kafka.bootstrap, redis_url=private_kafka.redis_url, partitions=6)
     with report.fault("broker restart, single node (short)") as row:
@@ -42,8 +44,9 @@ def test_gates_resume_after_a_broker_restart_without_losing_or_doubling(settings
         row.fill(
             [verdict], pause=f"resumed {max(measured.pauses):.1f} s after the broker was back", note="; ".join(measured.notes)
         )
+        print(f"\nbroker restart, single node (short): {row.pause}; {row.note}")  # shown with -s
         assert verdict.clean, verdict.describe()
-        assert max(measured.pauses) < RESUME_BOUND_SECONDS
+        assert max(measured.pauses) < RESUME_BOUND_SECONDS, f"{row.pause}; {row.note}"
 
 
 @pytest.mark.chaos

@@ -113,3 +113,49 @@ def test_the_watchdog_bounds_a_call_and_all_its_retries(monkeypatch):
         call_kafka(lambda: timing_out() if not released.is_set() else (_ for _ in ()).throw(kafka_error(KafkaError._STATE, txn_requires_abort=True)),
                    what="send_offsets_to_transaction", metrics=Metrics(), timeout=0.05)
     assert exits == [ExitCode.KAFKA_FATAL]
+
+
+# -- the gate's clients across a broker restart (worker/kafka/clients.py) -------------
+
+
+def test_the_gate_clients_neither_rebootstrap_nor_back_off_long_after_a_broker_restart(monkeypatch):
+    """Re-bootstrapping left send_offsets_to_transaction waiting for a decommissioned
+    coordinator (librdkafka #5511/#5456), and a 10 s reconnect backoff kept the gates
+    away from a broker that was already back."""
+    from worker.config import Settings
+    from worker.kafka.clients import consumer_config, transactional_producer_config
+
+    monkeypatch.delenv("SENDGATE_KAFKA__EXTRA", raising=False)
+    settings = Settings()
+    for config in (
+        consumer_config(settings, group_id="g"),
+        transactional_producer_config(settings, transactional_id="t"),
+    ):
+        assert config["metadata.recovery.strategy"] == "none"
+        assert config["reconnect.backoff.max.ms"] <= 1000
+
+
+def test_the_operator_may_still_turn_rebootstrapping_back_on(monkeypatch):
+    from worker.config import Settings
+    from worker.kafka.clients import consumer_config, transactional_producer_config
+
+    monkeypatch.setenv(
+        "SENDGATE_KAFKA__EXTRA", '{"metadata.recovery.strategy": "rebootstrap", "reconnect.backoff.max.ms": "10000"}'
+    )
+    settings = Settings()
+    for config in (
+        consumer_config(settings, group_id="g"),
+        transactional_producer_config(settings, transactional_id="t"),
+    ):
+        assert config["metadata.recovery.strategy"] == "rebootstrap"
+        assert config["reconnect.backoff.max.ms"] == "10000"
+
+
+def test_librdkafka_accepts_the_recovery_settings():
+    from confluent_kafka import Producer
+
+    from worker.kafka.clients import BROKER_RESTART_RECOVERY
+
+    # Constructing a client validates every property without any network I/O to a
+    # reachable broker (127.0.0.1:9 refuses at once); an unknown name or value raises.
+    Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0, **BROKER_RESTART_RECOVERY})

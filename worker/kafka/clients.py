@@ -8,6 +8,24 @@ from confluent_kafka import Consumer, Producer
 
 from worker.config import Settings
 
+# How the gate's clients ride out a broker restart (the operator's extra settings
+# still win):
+# * no re-bootstrap: librdkafka 2.16 re-bootstraps when every broker it knows is
+#   down at once - on a single-node cluster, at every restart - and that now
+#   decommissions the learned brokers (librdkafka #5600). The group coordinator
+#   cache keeps the decommissioned handle (#5511, fix pending in #5512), so
+#   send_offsets_to_transaction waits for a broker that never comes up, past its
+#   own timeout (#5456). Without it the broker handles survive and reconnect. A
+#   client whose brokers all changed address still recovers: the gate's watchdog
+#   (worker/gate/transactions.py) exits it and the new process bootstraps anew.
+# * reconnect backoff capped at 1 s instead of 10 s: after a few refused
+#   connections the wait between attempts grows to ~10 s (+50 % jitter), so the
+#   transaction coordinator was found up to 15 s after the broker was back.
+BROKER_RESTART_RECOVERY: dict[str, Any] = {
+    "metadata.recovery.strategy": "none",
+    "reconnect.backoff.max.ms": 1000,
+}
+
 
 def consumer_config(settings: Settings, *, group_id: str, **overrides: Any) -> dict[str, Any]:
     """A read_committed consumer that never commits on its own."""
@@ -23,6 +41,7 @@ def consumer_config(settings: Settings, *, group_id: str, **overrides: Any) -> d
         "max.poll.interval.ms": 300000,
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 65536,
+        **BROKER_RESTART_RECOVERY,
     }
     config.update(settings.kafka.extra)  # the operator's word beats our defaults
     config.update(overrides)
@@ -42,6 +61,7 @@ def transactional_producer_config(settings: Settings, *, transactional_id: str) 
         "batch.size": 1_000_000,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
+        **BROKER_RESTART_RECOVERY,
         **settings.kafka.extra,
     }
 
