@@ -35,13 +35,29 @@ def message_ids(outputs) -> Counter:
     return ids
 
 
+OPTED_OUT = frozenset(f"person{i}@example.com" for i in range(0, 1000, 5))
+
+
+def opt_outs_and_requests(settings, codec: AvroCodec, total: int) -> list:  # type: ignore[no-untyped-def]
+    """Opts out every fifth of 1,000 addresses; returns ``total`` requests over all of them (not yet produced)."""
+    produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email=a) for a in OPTED_OUT])
+    return [send_request(message_id=f"m{i}", to=f"person{i % 1000}@example.com") for i in range(total)]
+
+
+def assert_exactly_once(outputs, requests: list) -> None:  # type: ignore[no-untyped-def]
+    counts = message_ids(outputs)
+    lost = len(requests) - len(counts)
+    duplicated = [m for m, n in counts.items() if n > 1]
+    assert lost == 0 and duplicated == [], f"lost={lost} duplicated={len(duplicated)}"
+    suppressed = {m.key().decode() for m in outputs.suppressed}
+    assert [r.message_id for r in requests if r.to in OPTED_OUT and r.message_id not in suppressed] == [], "wrongly allowed"
+
+
 def test_every_record_is_decided_exactly_once_across_sigkill_restarts(kafka_topics):
     settings = kafka_topics
     codec = AvroCodec.from_settings(settings)
     total = 150_000  # enough that a faster gate is still mid-stream at the fifth kill
-    opted_out = {f"person{i}@example.com" for i in range(0, 1000, 5)}
-    produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email=a) for a in opted_out])
-    requests = [send_request(message_id=f"m{i}", to=f"person{i % 1000}@example.com") for i in range(total)]
+    requests = opt_outs_and_requests(settings, codec, total)
     produce_sends(settings, codec, requests)
     rng = random.Random(7)
     kills = 0
@@ -63,13 +79,7 @@ def test_every_record_is_decided_exactly_once_across_sigkill_restarts(kafka_topi
             assert final.terminate() == 0, final.output()[-3000:]
         finally:
             final.close()
-    counts = message_ids(outputs)
-    lost = total - len(counts)
-    duplicated = [m for m, n in counts.items() if n > 1]
-    assert lost == 0 and duplicated == [], f"lost={lost} duplicated={len(duplicated)}"
-    suppressed = {m.key().decode() for m in outputs.suppressed}
-    wrongly_allowed = [r.message_id for r in requests if r.to in opted_out and r.message_id not in suppressed]
-    assert wrongly_allowed == []
+    assert_exactly_once(outputs, requests)
 
 
 def test_every_record_is_decided_exactly_once_while_a_second_gate_joins_and_leaves(kafka_topics):
@@ -82,9 +92,7 @@ def test_every_record_is_decided_exactly_once_while_a_second_gate_joins_and_leav
     settings = kafka_topics
     codec = AvroCodec.from_settings(settings)
     total = 60_000
-    opted_out = {f"person{i}@example.com" for i in range(0, 1000, 5)}
-    produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email=a) for a in opted_out])
-    requests = [send_request(message_id=f"m{i}", to=f"person{i % 1000}@example.com") for i in range(total)]
+    requests = opt_outs_and_requests(settings, codec, total)
 
     def trickle() -> None:  # ~3,000/s for 20 s: the gates are deciding whenever the group rebalances
         for start in range(0, total, 600):
@@ -112,12 +120,7 @@ def test_every_record_is_decided_exactly_once_while_a_second_gate_joins_and_leav
             first.close()
             if second is not None:
                 second.close()
-    counts = message_ids(outputs)
-    lost = total - len(counts)
-    duplicated = [m for m, n in counts.items() if n > 1]
-    assert lost == 0 and duplicated == [], f"lost={lost} duplicated={len(duplicated)}"
-    suppressed = {m.key().decode() for m in outputs.suppressed}
-    assert [r.message_id for r in requests if r.to in opted_out and r.message_id not in suppressed] == []
+    assert_exactly_once(outputs, requests)
 
 
 def test_nothing_is_decided_while_redis_is_down_and_everything_after(kafka_topics, tmp_path):

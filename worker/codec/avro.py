@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Mapping
 
 from fastavro import schemaless_reader, schemaless_writer
@@ -215,49 +214,20 @@ class AvroCodec:
                 return head
         return SendHead.from_request(SendRequest.from_record(self.decode("SendRequest", value)))
 
-    def encode_suppressed(
-        self,
-        request_value: bytes,
-        *,
-        reasons: Sequence[str],
-        primary_reason: str,
-        details: Mapping[str, str],
-        decided_at: int,
-        policy_version: str,
-        gate_instance: str,
-    ) -> bytes:
-        """The wire-format SuppressedSend of the SendRequest in ``request_value`` and its decision.
+    def encode_suppressed(self, request_value: bytes, decision: Mapping[str, Any]) -> bytes:
+        """The wire-format SuppressedSend of the SendRequest in ``request_value``.
 
-        A request of our own writer schema is embedded byte for byte (see
+        ``decision`` holds the other SuppressedSend fields (reasons,
+        primary_reason, details, decided_at, policy_version, gate_instance). A
+        request of our own writer schema is embedded byte for byte (see
         :mod:`worker.codec.suppressed`); any other is decoded (raising
         ``DecodeError`` as :meth:`decode` does) and encoded.
         """
         schema_id = wire.split(request_value)
         if type(request_value) is bytes and schema_id == self._send_id and self._writers.get(schema_id) is self._send_writer:
-            return b"".join(
-                (
-                    self._headers["SuppressedSend"],
-                    memoryview(request_value)[wire.HEADER_SIZE :],
-                    self._suppressed_tail.encode(
-                        reasons=reasons,
-                        primary_reason=primary_reason,
-                        details=details,
-                        decided_at=decided_at,
-                        policy_version=policy_version,
-                        gate_instance=gate_instance,
-                    ),
-                )
-            )
-        record = {
-            "request": self.decode("SendRequest", request_value),
-            "reasons": list(reasons),
-            "primary_reason": primary_reason,
-            "details": dict(details),
-            "decided_at": decided_at,
-            "policy_version": policy_version,
-            "gate_instance": gate_instance,
-        }
-        return self.encode("SuppressedSend", record)
+            body = memoryview(request_value)[wire.HEADER_SIZE :]
+            return b"".join((self._headers["SuppressedSend"], body, self._suppressed_tail.encode(decision)))
+        return self.encode("SuppressedSend", {"request": self.decode("SendRequest", request_value), **decision})
 
     def decode_preference_event(self, value: bytes | bytearray | memoryview | None) -> PreferenceEvent:
         """``PreferenceEvent.from_record(decode("PreferenceEvent", value))``, faster for our own writer schema.

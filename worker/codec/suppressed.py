@@ -50,30 +50,24 @@ class SuppressedTail:
     def __init__(self, symbols: Sequence[str]) -> None:
         self._index = {symbol: _SMALL[i] if i < 64 else encode_long(i) for i, symbol in enumerate(symbols)}
 
-    def encode(
-        self,
-        *,
-        reasons: Sequence[str],
-        primary_reason: str,
-        details: Mapping[str, str],
-        decided_at: int,
-        policy_version: str,
-        gate_instance: str,
-    ) -> bytes:
+    def encode(self, decision: Mapping[str, Any]) -> bytes:
+        """``decision``'s reasons, primary_reason, details, decided_at, policy_version and gate_instance, in that order."""
         index = self._index
+        reasons = decision["reasons"]
+        details = decision["details"]
         parts = []
         if reasons:  # an array is blocks of (count, items), ended by an empty block
             parts.append(encode_long(len(reasons)))
             parts.extend(index[reason] for reason in reasons)
         parts.append(b"\x00")
-        parts.append(index[primary_reason])
-        if details:
+        parts.append(index[decision["primary_reason"]])
+        if details:  # a map likewise, its entries key then value
             parts.append(encode_long(len(details)))
             for key, value in details.items():
                 parts.append(encode_string(key))
                 parts.append(encode_string(value))
         parts.append(b"\x00")
-        parts.append(encode_long(decided_at))
-        parts.append(encode_string(policy_version))
-        parts.append(encode_string(gate_instance))
+        parts.append(encode_long(decision["decided_at"]))
+        parts.append(encode_string(decision["policy_version"]))
+        parts.append(encode_string(decision["gate_instance"]))
         return b"".join(parts)

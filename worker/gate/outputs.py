@@ -47,12 +47,14 @@ class OutputBuilder:
         primary = decision.primary_reason or SuppressionReason.INVALID_ADDRESS
         value = self._codec.encode_suppressed(
             request_value,
-            reasons=[r.value for r in decision.reasons],
-            primary_reason=primary.value,
-            details={**decision.details, STATE_DETAIL: state},
-            decided_at=decided_at,
-            policy_version=self._policy_version_text,
-            gate_instance=self._gate_instance,
+            {
+                "reasons": [r.value for r in decision.reasons],
+                "primary_reason": primary.value,
+                "details": {**decision.details, STATE_DETAIL: state},
+                "decided_at": decided_at,
+                "policy_version": self._policy_version_text,
+                "gate_instance": self._gate_instance,
+            },
         )
         headers = [
             (DECISION_HEADER, b"SUPPRESSED"),
