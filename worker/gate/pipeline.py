@@ -153,8 +153,7 @@ class Gate:
 
     def _step(self) -> bool:
         started = time.perf_counter()
-        # With a batch in flight, take only what is already there: it must not wait for more.
-        timeout = 0 if self._in_flight is not None else self._gate.poll_timeout_seconds
+        timeout = self._consume_timeout()
         messages = self._consumer.consume(self._gate.batch_max_messages, timeout)
         self._metrics.batch_phase.labels(phase="consume").observe(time.perf_counter() - started)
         if self._in_flight_dropped:
@@ -175,6 +174,21 @@ class Gate:
             self._commit()
         self._health.mark_alive()
         return bool(messages)
+
+    def _consume_timeout(self) -> float:
+        """How long consume() may wait: never past the commit deadline, not at all with a batch in flight.
+
+        A batch in flight is decided only after the next consume() returns, and
+        an open transaction's records become visible only at its commit: both
+        would wait out the whole poll timeout otherwise.
+        """
+        if self._in_flight is not None:
+            return 0.0
+        timeout = self._gate.poll_timeout_seconds
+        if self._in_transaction:
+            until_due = self._transaction_started + self._gate.commit_interval_seconds - time.monotonic()
+            timeout = max(0.0, min(timeout, until_due))
+        return timeout
 
     def _probe_readiness_when_idle(self) -> None:
         """An idle gate reports whether it could decide, so probes and rollouts need no traffic."""
