@@ -184,7 +184,9 @@ class ProgressMonitor:
                 if base is None:
                     base = later[0].done
                 for sample in later:
-                    if sample.done > base:
+                    # Nothing waiting (traffic ended before this fault) cannot
+                    # advance, and needs no resuming: caught up counts as resumed.
+                    if sample.done > base or not sample.pending:
                         return sample.at - moment
             time.sleep(self._interval)
         raise AssertionError(f"no progress within {timeout:g} s after the fault ({self.describe_recent(moment)})")
