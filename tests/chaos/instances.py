@@ -342,7 +342,8 @@ log.segment.bytes=67108864
         for node in self.nodes:
             self._write_props(node)
             result = subprocess.run(
-                self._java(node, "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(node.props)),
+                # "=": a random id may begin with "-", which argparse would take for an option.
+                self._java(node, "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}", "-c", str(node.props)),
                 capture_output=True, text=True, timeout=120, check=False,
             )
             assert result.returncode == 0, f"format node {node.node_id}: {result.stdout}{result.stderr}"
