@@ -1,9 +1,10 @@
 """The gate's run loop: a list of named steps, one Kafka transaction per commit interval.
 
-consume → decode → prepare → read fresh state (one round trip) → decide →
-produce → (on count or timer) send offsets + commit. Any retryable failure
-aborts the open transaction and rewinds to the committed offsets, so nothing
-is allowed on doubtful state and nothing is lost.
+consume → decode → prepare → read fresh state (one round trip, in the read
+thread) → decide → produce → (on count or timer) send offsets + commit. A
+batch's state read overlaps deciding and producing the batch before it. Any
+retryable failure aborts the open transaction and rewinds to the committed
+offsets, so nothing is allowed on doubtful state and nothing is lost.
 """
 
 from __future__ import annotations
