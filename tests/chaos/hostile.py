@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import struct
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 
 from tests.chaos.checker import DEAD, SUPPRESSED, Verdict, read_committed_records
@@ -24,7 +23,6 @@ from tests.chaos.workload import (
     Ledger,
     SendProducer,
     T,
-    now_ms,
 )
 from worker.codec import AvroCodec, DecodeError
 from worker.models import (
@@ -138,16 +136,7 @@ def hostile_events(run: ChaosRun, producer: EventProducer, *, seed: int = 13) ->
         expected[event.event_id] = reason
         producer.emit([event])
 
-    def ev(type_: T, **fields: object) -> PreferenceEvent:
-        values: dict[str, object] = {
-            "event_id": uuid.uuid4().hex,
-            "org_id": audience.org_id,
-            "occurred_at": now_ms(),
-            "source": PreferenceSource.PREFERENCE_CENTER,
-            "type": type_,
-        }
-        values.update(fields)
-        return PreferenceEvent(**values)  # type: ignore[arg-type]
+    ev = audience.bare_event
 
     R = RejectionReason
     bad(R.MISSING_FIELD, ev(T.EMAIL_OPT_OUT_USER, email=audience.emails[1]))

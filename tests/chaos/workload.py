@@ -235,6 +235,17 @@ class Audience:
         )
 
     def event(self, type_: PreferenceEventType, i: int, **fields: object) -> PreferenceEvent:
+        """An event about recipient ``i``: its address, number or contact filled in as ``type_`` needs."""
+        if type_.name.startswith("EMAIL_"):
+            subject: dict[str, object] = {"email": self.emails[i]}
+        elif type_.name.startswith("SMS_"):
+            subject = {"phone": self.phones[i]}
+        else:
+            subject = {"contact_id": self.contact(i), "email": self.emails[i], "phone": self.phones[i]}
+        return self.bare_event(type_, **{**subject, **fields})
+
+    def bare_event(self, type_: PreferenceEventType, **fields: object) -> PreferenceEvent:
+        """An event of this audience's organization with only ``fields`` beyond the envelope (hostile tests)."""
         values: dict[str, object] = {
             "event_id": uuid.uuid4().hex,
             "org_id": self.org_id,
@@ -242,12 +253,6 @@ class Audience:
             "source": PreferenceSource.PREFERENCE_CENTER,
             "type": type_,
         }
-        if type_.name.startswith("EMAIL_"):
-            values["email"] = self.emails[i]
-        elif type_.name.startswith("SMS_"):
-            values["phone"] = self.phones[i]
-        else:
-            values.update(contact_id=self.contact(i), email=self.emails[i], phone=self.phones[i])
         values.update(fields)
         return PreferenceEvent(**values)  # type: ignore[arg-type]
 

@@ -207,8 +207,7 @@ class AvroCodec:
         :func:`~worker.codec.send_head.read_send_head`, which leaves anything it
         is not sure of, and every other value, to the full decode.
         """
-        schema_id = wire.split(value)
-        if type(value) is bytes and schema_id == self._send_id and self._writers.get(schema_id) is self._send_writer:
+        if self._written_as_ours(value, self._send_id, self._send_writer):
             head = read_send_head(value)
             if head is not None:
                 return head
@@ -223,8 +222,7 @@ class AvroCodec:
         :mod:`worker.codec.suppressed`); any other is decoded (raising
         ``DecodeError`` as :meth:`decode` does) and encoded.
         """
-        schema_id = wire.split(request_value)
-        if type(request_value) is bytes and schema_id == self._send_id and self._writers.get(schema_id) is self._send_writer:
+        if self._written_as_ours(request_value, self._send_id, self._send_writer):
             body = memoryview(request_value)[wire.HEADER_SIZE :]
             return b"".join((self._headers["SuppressedSend"], body, self._suppressed_tail.encode(decision)))
         return self.encode("SuppressedSend", {"request": self.decode("SendRequest", request_value), **decision})
@@ -235,12 +233,19 @@ class AvroCodec:
         Accepts and rejects exactly what that does (the same ``DecodeError``
         subclasses, and ``from_record``'s errors for resolved older writers).
         """
-        schema_id = wire.split(value)
-        if type(value) is bytes and schema_id == self._event_id and self._writers.get(schema_id) is self._event_writer:
+        if self._written_as_ours(value, self._event_id, self._event_writer):
             event = read_preference_event(value)
             if event is not None:
                 return event
         return PreferenceEvent.from_record(self.decode("PreferenceEvent", value))
+
+    def _written_as_ours(self, value: bytes | bytearray | memoryview | None, own_id: int, own_writer: _Writer) -> bool:
+        """Whether ``value`` (header checked: ``DecodeError`` if bad) is bytes under our own writer schema ``own_id``.
+
+        Only those take the fast paths; everything else goes through fastavro.
+        """
+        schema_id = wire.split(value)
+        return type(value) is bytes and schema_id == own_id and self._writers.get(schema_id) is own_writer
 
     def _plan(self, schema_id: int, name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Find the writer schema of ``schema_id`` and pair it with our reader (cached)."""

@@ -30,14 +30,13 @@ from worker.gate.transactions import RetriableKafkaError, TransactionAborted, ca
 from worker.health import Health
 from worker.metrics import Metrics
 from worker.models import Category, Channel, SendHead
-from worker.policy.decision import Decision, DecisionPolicy, PreparedRequest
+from worker.policy.decision import ALLOWED, DecisionPolicy, PreparedRequest
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
 from worker.state.store import Snapshot
 
 logger = logging.getLogger(__name__)
 
 MASKED_DETAIL_LIMIT = 300
-_ALLOWED = Decision((), {}, ())
 IDLE_READINESS_INTERVAL_SECONDS = 1.0
 SEND_OFFSETS_TIMEOUT_SECONDS = 10.0
 COMMIT_TIMEOUT_SECONDS = 20.0
@@ -265,7 +264,7 @@ class Gate:
         facts = snapshot.facts
         # Every plainly allowed record of the batch carries the same headers
         # (produce copies them), so the list is built once.
-        allowed_headers = self._outputs.allowed_headers(_ALLOWED, decided_at=decided_at, state=state_header)
+        allowed_headers = self._outputs.allowed_headers(ALLOWED, decided_at=decided_at, state=state_header)
         counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         allowed_counts: collections.Counter[tuple[Channel, Category]] = collections.Counter()
         reason_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()

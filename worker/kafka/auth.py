@@ -92,10 +92,6 @@ class AuthenticationWatch:
         failed_at = self._failed_at
         return failed_at is not None and failed_at >= started
 
-    def raise_if_refused_since(self, started: float) -> None:
-        if self.refused_since(started):
-            raise credentials_refused(self.bootstrap)
-
     def config(self) -> dict[str, Any]:
         """The librdkafka properties installing this watch."""
         return {"error_cb": self}

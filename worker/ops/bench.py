@@ -15,7 +15,6 @@ Results go to a rich table and a JSON file, next to the machine they ran on.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import importlib.util
@@ -405,7 +404,8 @@ def measure_latency(
     count = max(1, int(rate * seconds))
     topic = settings.topics.requested
     # Encoded before the clock runs; requested_at is then the encoding time, which the probe does not use.
-    measured = list(encoded_sends(plan.sends(count, base_time_ms=_now_ms(), start=first_index, id_prefix="lat"), codec, collections.Counter()))
+    report = ProduceReport(topic)
+    measured = list(encoded_sends(plan.sends(count, base_time_ms=_now_ms(), start=first_index, id_prefix="lat"), codec, report.kinds))
     child.start()
     probe.start()
     try:
@@ -416,8 +416,8 @@ def measure_latency(
             raise BenchFailed(f"latency: the gate process decided {probe.seen} of {WARM_UP_RECORDS} warm-up requests "
                               f"(exit code {child.exitcode})")
         with progress_bar(console) as progress:
-            report = produce_encoded(
-                producer, topic, probe.stamped(measured), ProduceReport(topic), rate=rate,
+            produce_encoded(
+                producer, topic, probe.stamped(measured), report, rate=rate,
                 on_progress=tracked(progress, f"paced at {rate:,.0f}/s", count),
             )
         if not probe.wait_for(WARM_UP_RECORDS + count, timeout=60, alive=child.is_alive):

@@ -82,7 +82,7 @@ class Decision:
 
 
 # The common outcome, shared: nothing reads an allowed decision's details but to copy them.
-_ALLOWED = Decision((), {}, ())
+ALLOWED = Decision((), {}, ())
 
 
 # Fact values repeat across requests (one settings history per organization,
@@ -217,7 +217,7 @@ class DecisionPolicy:
                     f"contact={request.contact_id} {_stamp(ok_to_email)}"
                 )
             if not reasons and not bypassed:
-                return _ALLOWED
+                return ALLOWED
             return Decision(tuple(reasons), details, bypassed)
 
         # Rows 8, 9: keyed by phone, so they need a valid `to`.
@@ -230,7 +230,7 @@ class DecisionPolicy:
                 reasons.append(_R.SMS_NOT_OPTED_IN)
                 details[_R.SMS_NOT_OPTED_IN.value] = "sms_consent=none"
         if not reasons:
-            return _ALLOWED
+            return ALLOWED
         return Decision(tuple(reasons), details, ())
 
 

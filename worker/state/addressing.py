@@ -50,6 +50,11 @@ _PLACEMENT: dict[FactKind, tuple[str, bytes]] = {
 _PLACES: dict[FactKind, tuple[str, bytes]] = {kind: (group, tag + _NO_QUALIFIER) for kind, (group, tag) in _PLACEMENT.items()}
 
 
+def locations(groups: dict[str, tuple[list[FactKey], list[bytes]]]) -> dict[FactKey, tuple[str, bytes]]:
+    """(key, field) per fact of :meth:`FactAddressing.group`'s answer."""
+    return {fact: (key, field) for key, (facts, fields) in groups.items() for fact, field in zip(facts, fields)}
+
+
 class FactAddressing:
     """Maps facts to (Redis key, hash field) and names the store's metadata key."""
 
@@ -76,17 +81,9 @@ class FactAddressing:
 
     def locate_all(self, facts: Iterable[FactKey]) -> list[tuple[str, bytes]]:
         """(key, field) of every fact, in order; each distinct subject is hashed once."""
-        subjects: dict[tuple[str, str, str], tuple[str, bytes]] = {}
-        located = []
-        for org_id, kind, subject in facts:
-            group, suffix = _PLACES[kind]
-            name = (org_id, group, subject[0] if subject else "")
-            place = subjects.get(name)
-            if place is None:
-                place = subjects[name] = self._place(*name)
-            key, digest = place
-            located.append((key, digest + (self._qualified(suffix, subject[1]) if len(subject) > 1 else suffix)))
-        return located
+        facts = list(facts)
+        where = locations(self.group(facts))
+        return [where[fact] for fact in facts]
 
     def group(self, facts: Iterable[FactKey]) -> dict[str, tuple[list[FactKey], list[bytes]]]:
         """Facts by Redis key: per key, the facts (in input order) and their fields.

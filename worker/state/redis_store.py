@@ -13,7 +13,7 @@ from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError, StateUnavailable
 from worker.policy.facts import FactKey
 from worker.state import scripts
-from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing
+from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing, locations
 from worker.state.store import GenerationLost, ProgressConflict, Snapshot, StoreStatus
 from worker.state.topology import require_standalone
 
@@ -119,9 +119,8 @@ class RedisStateStore:
             args += [partition, expected.get(partition, -1), offset]
         by_hash: dict[str, list[Any]] = {}
         if writes:
-            read = {fact: (key, field) for key, (facts, fields) in self._last_read.items() for fact, field in zip(facts, fields)}
-            unread = [fact for fact in writes if fact not in read]
-            read.update(zip(unread, self._addressing.locate_all(unread)))
+            read = locations(self._last_read)
+            read.update(locations(self._addressing.group(fact for fact in writes if fact not in read)))
             for fact, value in writes.items():
                 key, field = read[fact]
                 by_hash.setdefault(key, []).extend((field, value))
