@@ -143,8 +143,8 @@ class SendHead(NamedTuple):
     """The leading fields of a :class:`SendRequest`: all a decision reads.
 
     The gate decides from these (read without decoding the rest of the value,
-    see ``worker.codec.send_head``); the full request is decoded only for a
-    suppressed record, which embeds it. Same field names as ``SendRequest``.
+    see ``worker.codec.send_head``); a suppressed record embeds the request's
+    own bytes (``worker.codec.suppressed``). Same field names as ``SendRequest``.
     """
 
     message_id: str

@@ -45,7 +45,7 @@ class StopSignal:
 
 
 # Batches keep thousands of short-lived objects alive next to large long-lived
-# caches (normalised addresses, fact keys); with the default gen-0 threshold
+# caches (normalised addresses, bucket keys); with the default gen-0 threshold
 # of 700 the collector runs several times a batch and promotes batch-lived
 # objects into older generations it then rescans. Measured: 20-35 % less CPU
 # per gate record, 35-40 % per applier event.
