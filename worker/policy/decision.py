@@ -24,12 +24,12 @@ from worker.models import (
 )
 from worker.policy.addresses import email_domain, normalize_email, normalize_phone
 from worker.policy.facts import (
-    SMS_IN,
     SMS_OUT,
     FactKey,
     FactKind,
     FactValues,
     SettingsHistory,
+    SmsConsent,
     Stamped,
     Unsubscribe,
     decode_unsubscribes,
@@ -222,16 +222,25 @@ class DecisionPolicy:
 
         # Rows 8, 9: keyed by phone, so they need a valid `to`.
         if prepared.to is not None:
-            consent = get(keys[_SMS_CONSENT])
-            if consent == SMS_OUT:
+            consent_raw = get(keys[_SMS_CONSENT])
+            if consent_raw == SMS_OUT:
                 reasons.append(_R.SMS_OPT_OUT)
                 details[_R.SMS_OPT_OUT.value] = "sms_consent=out"
-            elif consent != SMS_IN:
-                reasons.append(_R.SMS_NOT_OPTED_IN)
-                details[_R.SMS_NOT_OPTED_IN.value] = "sms_consent=none"
+            else:
+                consent = SmsConsent.decode(consent_raw)
+                if not consent.opted_in:
+                    reasons.append(_R.SMS_NOT_OPTED_IN)
+                    details[_R.SMS_NOT_OPTED_IN.value] = _not_opted_in_detail(consent)
         if not reasons:
             return ALLOWED
         return Decision(tuple(reasons), details, ())
+
+
+def _not_opted_in_detail(consent: SmsConsent) -> str:
+    if consent.latest_opt_out is None:
+        return "sms_consent=none"
+    # A remembered (rejected) opt-out: it is why a later-applied earlier opt-in stays out.
+    return f"sms_consent=none opt-out@{consent.latest_opt_out}"
 
 
 def _email_opt_outs(

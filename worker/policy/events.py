@@ -9,9 +9,9 @@ same event twice changes nothing more:
   decision time (:mod:`worker.policy.decision`);
 * reversible facts (silence, ok-to-email) are last-writer-wins by
   ``(occurred_at, event_id)``, and the settings are a history keyed the same way;
-* SMS consent is the one order-dependent fact (opt-in is refused after an
-  opt-out); its events share the phone's Kafka key, and the opt-out that
-  do-not-contact records is absorbing, so it converges with either order.
+* SMS consent is judged in event time (:class:`~worker.policy.facts.SmsConsent`):
+  the earliest opt-in and the latest opt-out (rejected ones included) decide,
+  and opted out is absorbing, so no order of application re-opens a number.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from worker.models import (
 from worker.policy.addresses import normalize_domain, normalize_email, normalize_phone
 from worker.policy.facts import (
     FLAG_SET,
-    SMS_IN,
     SMS_OUT,
     FactKey,
     FactKind,
     FactValues,
     SettingsChange,
     SettingsHistory,
+    SmsConsent,
     Stamped,
     Unsubscribe,
     decode_unsubscribes,
@@ -73,10 +73,12 @@ _OK_TO_EMAIL_SOURCES = frozenset({PreferenceSource.API, PreferenceSource.IMPORT}
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
-    """What applying one event does: the facts it changes, or why it was rejected.
+    """What applying one event does: the facts it changes, and why it was rejected if it was.
 
-    A rejected event changes nothing (``writes`` is empty); the detail never
-    contains an address or phone number.
+    A rejected event changes no decision. Its ``writes`` are empty, except for
+    an ``SMS_OPT_OUT`` rejected as ``SMS_NOT_OPTED_IN``, which is remembered
+    (SPEC §4) so that an earlier opt-in applied after it leaves the number
+    opted out. The detail never contains an address or phone number.
     """
 
     writes: dict[FactKey, str]
@@ -256,30 +258,29 @@ class PreferenceRules:
         event: PreferenceEvent, plan: _Plan, facts: FactValues
     ) -> EventOutcome:
         (key,) = plan.keys
-        consent = facts.get(key)
-        if consent == SMS_OUT:
+        consent = SmsConsent.decode(facts.get(key))
+        if consent.opted_out:
             return _reject(
                 RejectionReason.IRREVERSIBLE,
                 "SMS_OPT_IN for a number that has opted out",
             )
-        if consent == SMS_IN:
-            return EventOutcome({})
-        return EventOutcome({key: SMS_IN})
+        return _sms_write(key, consent, consent.with_opt_in(event.occurred_at))
 
     @staticmethod
     def _sms_opt_out(
         event: PreferenceEvent, plan: _Plan, facts: FactValues
     ) -> EventOutcome:
         (key,) = plan.keys
-        consent = facts.get(key)
-        if consent == SMS_OUT:
-            return EventOutcome({})
-        if consent != SMS_IN:
-            return _reject(
-                RejectionReason.SMS_NOT_OPTED_IN,
-                "SMS_OPT_OUT for a number that never opted in",
-            )
-        return EventOutcome({key: SMS_OUT})
+        consent = SmsConsent.decode(facts.get(key))
+        after = consent.with_opt_out(event.occurred_at)
+        outcome = _sms_write(key, consent, after)
+        if after.opted_out:
+            return outcome
+        # No opt-in at or before it: rejected, but remembered (SPEC §4).
+        return EventOutcome(
+            outcome.writes,
+            (RejectionReason.SMS_NOT_OPTED_IN, "SMS_OPT_OUT for a number with no earlier opt-in"),
+        )
 
     @staticmethod
     def _last_writer_wins(
@@ -326,6 +327,10 @@ class PreferenceRules:
         return EventOutcome({key: updated.encode()})
 
 
+def _sms_write(key: FactKey, before: SmsConsent, after: SmsConsent) -> EventOutcome:
+    return EventOutcome({} if after == before else {key: after.encode()})
+
+
 def apply_events(
     rules: PreferenceRules,
     events: Sequence[PreferenceEvent],
@@ -349,7 +354,7 @@ def apply_events(
         outcome = apply(event, plan, view)
         if outcome.rejection is not None:
             rejections.append((event, *outcome.rejection))
-        elif outcome.writes:
+        if outcome.writes:
             writes.update(outcome.writes)
             view.update(outcome.writes)
     return writes, rejections

@@ -9,7 +9,11 @@ reaches Redis.
 Value formats (all ASCII):
 
 * flags (``EMAIL_OPT_OUT_*``, ``DO_NOT_CONTACT``): ``"1"`` when set, absent otherwise;
-* ``SMS_CONSENT``: ``"in"`` or ``"out"``;
+* ``SMS_CONSENT``: :class:`SmsConsent`, judged in event time (SPEC §4):
+  ``"out"`` once the number is opted out (absorbing), else
+  ``"<earliest opt-in>|<latest opt-out>"`` in epoch milliseconds, either side
+  empty when there is none (``"100|"`` opted in, ``"|150"`` a remembered
+  rejected opt-out, ``"200|150"`` opted in after an earlier opt-out);
 * last-writer-wins flags (``SILENCED``, ``OK_TO_EMAIL``): :class:`Stamped`,
   ``"<0|1>|<occurred_at>|<event_id>"``;
 * ``EMAIL_UNSUBSCRIBES``: the unsubscribes recorded for an address, resolved
@@ -57,7 +61,6 @@ class FactKey(NamedTuple):
 
 
 FLAG_SET = "1"
-SMS_IN = "in"
 SMS_OUT = "out"
 
 FactValues = Mapping[FactKey, str | None]
@@ -152,3 +155,71 @@ def decode_unsubscribes(raw: str | None) -> tuple[Unsubscribe, ...]:
 
 def encode_unsubscribes(unsubscribes: tuple[Unsubscribe, ...]) -> str:
     return json.dumps([[u.domain, u.occurred_at] for u in sorted(set(unsubscribes))], separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class SmsConsent:
+    """One number's SMS consent in event time (SPEC §4).
+
+    The number is opted out once its latest opt-out is at or after its earliest
+    opt-in, or a do-not-contact named it. Opted out is absorbing, and then the
+    times no longer matter, so it is stored as ``"out"`` alone. Otherwise the
+    two times are kept: minimum and maximum do not depend on the order in
+    which events are applied, and applying one twice changes nothing, so every
+    order of application leaves the same value.
+    """
+
+    earliest_opt_in: int | None = None
+    latest_opt_out: int | None = None
+    opted_out: bool = False
+
+    @classmethod
+    def decode(cls, raw: str | None) -> SmsConsent:
+        """The consent a stored value holds; an absent or unreadable value holds none."""
+        if raw == SMS_OUT:
+            return _OPTED_OUT
+        opt_in, separator, opt_out = (raw or "").partition("|")
+        if not separator:
+            return _NO_CONSENT
+        try:
+            return cls(int(opt_in) if opt_in else None, int(opt_out) if opt_out else None)
+        except ValueError:
+            return _NO_CONSENT
+
+    def encode(self) -> str:
+        if self.opted_out:
+            return SMS_OUT
+        return f"{_optional(self.earliest_opt_in)}|{_optional(self.latest_opt_out)}"
+
+    @property
+    def opted_in(self) -> bool:
+        return not self.opted_out and self.earliest_opt_in is not None
+
+    def with_opt_in(self, occurred_at: int) -> SmsConsent:
+        """This consent after an ``SMS_OPT_IN`` at ``occurred_at`` (for a number not opted out)."""
+        earliest = occurred_at if self.earliest_opt_in is None else min(self.earliest_opt_in, occurred_at)
+        return SmsConsent(earliest, self.latest_opt_out)._settled()
+
+    def with_opt_out(self, occurred_at: int) -> SmsConsent:
+        """This consent after an ``SMS_OPT_OUT`` at ``occurred_at``, accepted or remembered."""
+        if self.opted_out:
+            return self
+        latest = occurred_at if self.latest_opt_out is None else max(self.latest_opt_out, occurred_at)
+        return SmsConsent(self.earliest_opt_in, latest)._settled()
+
+    def _settled(self) -> SmsConsent:
+        if (
+            self.earliest_opt_in is not None
+            and self.latest_opt_out is not None
+            and self.latest_opt_out >= self.earliest_opt_in
+        ):
+            return _OPTED_OUT
+        return self
+
+
+def _optional(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+_OPTED_OUT = SmsConsent(opted_out=True)
+_NO_CONSENT = SmsConsent()

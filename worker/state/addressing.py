@@ -22,7 +22,8 @@ from typing import Iterable
 from worker.config import StateSettings
 from worker.policy.facts import FactKey, FactKind
 
-LAYOUT_VERSION = "2"
+# 3: SMS consent holds its event times (SmsConsent); a store of 2 holds "in"/"out" and is rebuilt.
+LAYOUT_VERSION = "3"
 SUBJECT_DIGEST_BYTES = 12
 QUALIFIER_DIGEST_BYTES = 6
 FIELD_BYTES = SUBJECT_DIGEST_BYTES + 1 + QUALIFIER_DIGEST_BYTES
