@@ -75,7 +75,10 @@ class SpecModel:
         self.org_out: set[tuple[str, str]] = set()
         self.domain_out: set[tuple[str, str, str]] = set()
         self.user_out: set[tuple[str, str, str]] = set()
-        self.sms: dict[tuple[str, str], str] = {}
+        # SMS consent in event time (SPEC §4): every opt-in and opt-out time, and the numbers a DNC named.
+        self.sms_opt_ins: dict[tuple[str, str], list[int]] = {}
+        self.sms_opt_outs: dict[tuple[str, str], list[int]] = {}
+        self.sms_dnc: set[tuple[str, str]] = set()
         self.dnc: set[tuple[str, str]] = set()
         self.silenced: dict[tuple[str, str], tuple[int, str, bool]] = {}
         self.ok_to_email: dict[tuple[str, str], tuple[int, str, bool]] = {}
@@ -90,19 +93,16 @@ class SpecModel:
         elif kind is T.EMAIL_OPT_OUT_DOMAIN and email and event.domain:
             self.domain_out.add((org, email, event.domain.strip().lower()))
         elif kind is T.SMS_OPT_IN and event.phone:
-            # An opt-out is irreversible: a later opt-in is rejected (SPEC §2, §4).
-            if self.sms.get((org, event.phone)) != "out":
-                self.sms[(org, event.phone)] = "in"
+            self.sms_opt_ins.setdefault((org, event.phone), []).append(event.occurred_at)
         elif kind is T.SMS_OPT_OUT and event.phone:
-            # Only a number that opted in can opt out; otherwise rejected.
-            if self.sms.get((org, event.phone)) == "in":
-                self.sms[(org, event.phone)] = "out"
+            # Remembered even when rejected (no earlier opt-in): an earlier opt-in applied later meets it.
+            self.sms_opt_outs.setdefault((org, event.phone), []).append(event.occurred_at)
         elif kind is T.CONTACT_DO_NOT_CONTACT and event.contact_id:
             self.dnc.add((org, event.contact_id))
             if email:
                 self.org_out.add((org, email))
             if event.phone:
-                self.sms[(org, event.phone)] = "out"
+                self.sms_dnc.add((org, event.phone))
         elif kind in (T.CONTACT_SILENCED, T.CONTACT_UNSILENCED) and event.contact_id:
             stamp = (event.occurred_at, event.event_id, kind is T.CONTACT_SILENCED)
             current = self.silenced.get((org, event.contact_id))
@@ -119,13 +119,21 @@ class SpecModel:
         elif kind in (T.ORG_SETTINGS_CHANGED, T.EMAIL_UNSUBSCRIBE):
             raise NotImplementedError(f"SpecModel does not model {kind}")
 
+    def sms_opted_in(self, org: str, phone: str) -> bool:
+        """Opted in, and no opt-out at or after any opt-in, and no do-not-contact naming it."""
+        opt_ins = self.sms_opt_ins.get((org, phone), [])
+        opt_outs = self.sms_opt_outs.get((org, phone), [])
+        if not opt_ins or (org, phone) in self.sms_dnc:
+            return False
+        return not any(out >= opt_in for out in opt_outs for opt_in in opt_ins)
+
     def suppresses(self, request: SendRequest) -> bool:
         org, contact = request.org_id, request.contact_id
         silenced = self.silenced.get((org, contact))
         if (org, contact) in self.dnc or (silenced is not None and silenced[2]):
             return True
         if request.channel is Channel.SMS:
-            return self.sms.get((org, request.to)) != "in"
+            return not self.sms_opted_in(org, request.to)
         ok_to_email = self.ok_to_email.get((org, contact))
         if ok_to_email is not None and not ok_to_email[2]:
             return True

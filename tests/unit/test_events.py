@@ -19,18 +19,20 @@ from worker.models import PreferenceEventType as T
 from worker.policy.events import EventOutcome, PreferenceRules, apply_events
 from worker.policy.facts import (
     FLAG_SET,
-    SMS_IN,
     SMS_OUT,
     FactKey,
     FactKind,
     SettingsChange,
     SettingsHistory,
+    SmsConsent,
     Stamped,
     Unsubscribe,
     encode_unsubscribes,
 )
 
 RULES = PreferenceRules()
+# A number opted in before the default event time (1_000) of policy_fakes.event.
+SMS_IN = SmsConsent(earliest_opt_in=500).encode()
 
 
 def key(kind: FactKind, *subject: str, org: str = ORG) -> FactKey:
@@ -150,8 +152,38 @@ def _effects() -> list[
                 )
             },
         ),
-        ("sms opt-in", event(T.SMS_OPT_IN, phone="(202) 555-0101"), {}, {SMS: SMS_IN}),
+        ("sms opt-in", event(T.SMS_OPT_IN, phone="(202) 555-0101"), {}, {SMS: "1000|"}),
         ("sms opt-in when in", event(T.SMS_OPT_IN, phone=PHONE), {SMS: SMS_IN}, {}),
+        (
+            "sms opt-in earlier than the one held",
+            event(T.SMS_OPT_IN, phone=PHONE, at=200),
+            {SMS: SMS_IN},
+            {SMS: "200|"},
+        ),
+        (
+            "sms opt-in after a remembered earlier opt-out",
+            event(T.SMS_OPT_IN, phone=PHONE, at=1_000),
+            {SMS: "|900"},
+            {SMS: "1000|900"},
+        ),
+        (
+            "sms opt-in before a remembered later opt-out",
+            event(T.SMS_OPT_IN, phone=PHONE, at=1_000),
+            {SMS: "|1500"},
+            {SMS: SMS_OUT},
+        ),
+        (
+            "sms opt-in at the instant of a remembered opt-out",
+            event(T.SMS_OPT_IN, phone=PHONE, at=1_500),
+            {SMS: "|1500"},
+            {SMS: SMS_OUT},
+        ),
+        (
+            "sms opt-out at the instant of the opt-in",
+            event(T.SMS_OPT_OUT, phone=PHONE, at=500),
+            {SMS: SMS_IN},
+            {SMS: SMS_OUT},
+        ),
         (
             "sms opt-out when in",
             event(T.SMS_OPT_OUT, phone=PHONE),
@@ -238,8 +270,16 @@ def test_idempotent(
 ) -> None:
     once, _ = run(ev, facts=before)
     twice, rejections = run(ev, ev, facts=before)
-    assert twice == once and rejections == []
-    assert RULES.apply(ev, once) == EventOutcome({}, None)
+    assert twice == once
+    again = RULES.apply(ev, once)
+    assert again.writes == {}
+    if ev.type is T.SMS_OPT_IN and once[SMS] == SMS_OUT:
+        # The opt-in that completed an opt-out finds the number opted out when
+        # it comes again (opted out keeps no event ids): rejected, changing nothing.
+        assert [reason for reason, _ in rejections] == [RejectionReason.IRREVERSIBLE]
+        assert again.rejection is not None and again.rejection[0] is RejectionReason.IRREVERSIBLE
+    else:
+        assert rejections == [] and again.rejection is None
 
 
 def test_keys_for() -> None:
@@ -274,7 +314,7 @@ def test_fields_a_type_does_not_use_are_ignored() -> None:
     )
     assert outcome == EventOutcome({EO: FLAG_SET}, None)
     outcome = RULES.apply(event(T.SMS_OPT_IN, phone=PHONE, email="garbage"), {})
-    assert outcome == EventOutcome({SMS: SMS_IN}, None)
+    assert outcome == EventOutcome({SMS: "1000|"}, None)
 
 
 def test_phone_region_of_the_rules() -> None:
@@ -314,17 +354,25 @@ def test_opt_in_after_do_not_contact_is_irreversible() -> None:
     assert [reason for reason, _ in rejections] == [RejectionReason.IRREVERSIBLE]
 
 
-def test_opt_out_of_a_number_never_opted_in() -> None:
-    _assert_rejected(
-        event(T.SMS_OPT_OUT, phone=PHONE), {}, RejectionReason.SMS_NOT_OPTED_IN
-    )
-    _assert_rejected(
-        event(T.SMS_OPT_OUT, phone=PHONE),
-        {key(FactKind.SMS_CONSENT, "+12025550199"): SMS_IN},
-        RejectionReason.SMS_NOT_OPTED_IN,
-    )
-
-
+@pytest.mark.parametrize(
+    ("before", "remembered"),
+    [
+        ({}, "|1000"),
+        ({key(FactKind.SMS_CONSENT, "+12025550199"): SMS_IN}, "|1000"),
+        ({SMS: "2000|"}, "2000|1000"),  # opted in only after it
+        ({SMS: "|1200"}, None),  # a later opt-out is remembered already
+    ],
+    ids=["never", "another number", "opted in later", "later opt-out held"],
+)
+def test_opt_out_with_no_earlier_opt_in_is_rejected_but_remembered(
+    before: dict[FactKey, str], remembered: str | None
+) -> None:
+    outcome = RULES.apply(event(T.SMS_OPT_OUT, phone=PHONE), before)
+    assert outcome.rejection is not None
+    reason, detail = outcome.rejection
+    assert reason is RejectionReason.SMS_NOT_OPTED_IN
+    assert "555" not in detail and "+1" not in detail
+    assert outcome.writes == ({SMS: remembered} if remembered else {})
 @pytest.mark.parametrize(
     "source",
     [
