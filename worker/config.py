@@ -204,6 +204,8 @@ class PreferenceSettings(BaseModel):
     """Most events applied in one atomic Redis commit."""
     poll_timeout_seconds: float = Field(default=0.05, gt=0)
     """How long consume() waits for events."""
+    committed_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long to wait for the group's committed offsets, which mark the rejections already published."""
 
 
 class HttpSettings(BaseModel):

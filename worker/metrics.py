@@ -85,6 +85,12 @@ class Metrics:
         self.preference_events = Counter(
             "sendgate_preference_events_total", "Preference events handled by the applier, by type and result.", ["type", "result"], registry=r
         )
+        self.preference_events_miskeyed = Counter(
+            "sendgate_preference_events_miskeyed_total",
+            "Preference events whose Kafka key is not SPEC §4's key of their normalised subject (applied all the same), by type.",
+            ["type"],
+            registry=r,
+        )
         self.preference_lag = Gauge(
             "sendgate_preference_lag_events", "Preference events acknowledged by Kafka but not yet applied.", registry=r
         )

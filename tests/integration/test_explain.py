@@ -25,7 +25,9 @@ def test_a_suppressed_send_is_explained_with_its_reasons_and_facts(kafka_topics)
         preference_event(T.CONTACT_SILENCED, event_id="silence-1", contact_id="c-1", occurred_at=t0 + 1, source=PreferenceSource.USER),
         preference_event(T.EMAIL_UNSUBSCRIBE, email="jane@example.com", domain="lender.example", occurred_at=t0 + 2),
         preference_event(T.EMAIL_OPT_OUT_USER, email="jane@example.com", user_id="user-2"),
-        preference_event(T.SMS_OPT_IN, phone="+14155550100", source=PreferenceSource.CONTACT),
+        preference_event(T.SMS_OPT_IN, phone="+14155550100", occurred_at=t0 + 3, source=PreferenceSource.CONTACT),
+        # Rejected (no earlier opt-in) but remembered: SPEC §4's event-time rule.
+        preference_event(T.SMS_OPT_OUT, phone="+14155550101", occurred_at=t0 + 4, source=PreferenceSource.CONTACT),
     ])
     apply_all(settings)
 
@@ -51,7 +53,7 @@ def test_a_suppressed_send_is_explained_with_its_reasons_and_facts(kafka_topics)
     assert facts["EMAIL_OPT_OUT_DOMAIN"]["subject"] == {"email": "jane@example.com", "sender_domain": "lender.example"}
     store = document["store"]
     assert store["ready"] and store["fresh"] and store["generation"]
-    assert sum(store["applied"].values()) == 5
+    assert sum(store["applied"].values()) == 6
 
     table = cli(explain_command, settings, *EMAIL)
     assert table.exit_code == 0, table.output
@@ -61,9 +63,19 @@ def test_a_suppressed_send_is_explained_with_its_reasons_and_facts(kafka_topics)
     sms = json_out(cli(explain_command, settings, "--org", "org-a", "--contact", "c-2", "--channel", "sms", "--to", "(415) 555-0100", "--json"))
     assert sms["decision"]["outcome"] == "ALLOWED" and sms["decision"]["reasons"] == []
     sms_facts = facts_by_kind(sms)
-    assert sms_facts["SMS_CONSENT"]["value"] == {"consent": "in"}
+    assert sms_facts["SMS_CONSENT"]["value"] == {
+        "consent": "in", "earliest_opt_in": t0 + 3, "earliest_opt_in_iso": sms_facts["SMS_CONSENT"]["value"]["earliest_opt_in_iso"]
+    }
     assert sms_facts["SMS_CONSENT"]["subject"] == {"phone": "+14155550100"}
     assert sms_facts["OK_TO_EMAIL"]["read_by_policy"] is False
+
+    remembered_args = ("--org", "org-a", "--contact", "c-2", "--channel", "sms", "--to", "+14155550101")
+    remembered = json_out(cli(explain_command, settings, *remembered_args, "--json"))
+    assert remembered["decision"]["reasons"] == ["SMS_NOT_OPTED_IN"]
+    assert remembered["decision"]["details"]["SMS_NOT_OPTED_IN"] == f"sms_consent=none opt-out@{t0 + 4}"
+    assert facts_by_kind(remembered)["SMS_CONSENT"]["value"]["latest_opt_out"] == t0 + 4
+    remembered_table = cli(explain_command, settings, *remembered_args)
+    assert "remembered opt-out at" in remembered_table.stdout, remembered_table.stdout
 
     transactional = json_out(cli(explain_command, settings, *EMAIL, "--contact", "c-3", "--category", "TRANSACTIONAL", "--json"))
     assert transactional["decision"]["allowed"] and transactional["decision"]["bypassed"] == ["EMAIL_OPT_OUT_ORGANIZATION"]

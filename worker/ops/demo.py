@@ -82,7 +82,7 @@ def _produce(settings: Settings, runtime: Runtime, scenario: Scenario) -> None:
     for event in scenario.events:
         producer.produce(
             settings.topics.preferences,
-            key=event.kafka_key().encode(),
+            key=event.kafka_key(settings.state.default_phone_region).encode(),
             value=runtime.codec.encode("PreferenceEvent", event.to_record()),
         )
     for send in scenario.sends:

@@ -56,7 +56,7 @@ def publish(settings: Settings, event: PreferenceEvent, *, timeout_seconds: floa
     errors: list[str] = []
     producer.produce(
         settings.topics.preferences,
-        key=event.kafka_key().encode(),
+        key=event.kafka_key(settings.state.default_phone_region).encode(),
         value=codec.encode("PreferenceEvent", event.to_record()),
         on_delivery=lambda error, _msg: errors.append(str(error)) if error is not None else None,
     )

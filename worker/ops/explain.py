@@ -36,6 +36,7 @@ from worker.policy.facts import (
     FactKey,
     FactKind,
     SettingsHistory,
+    SmsConsent,
     Stamped,
     decode_unsubscribes,
 )
@@ -235,7 +236,7 @@ def _decode(kind: FactKind, raw: str, history: SettingsHistory) -> Any:
         stamped = Stamped.decode(raw)
         return {"value": stamped.value, "occurred_at": stamped.occurred_at, "occurred_at_iso": iso(stamped.occurred_at), "event_id": stamped.event_id}
     if kind is FactKind.SMS_CONSENT:
-        return {"consent": raw}
+        return _sms_consent(raw)
     if kind is FactKind.EMAIL_UNSUBSCRIBES:
         return [
             {
@@ -258,6 +259,30 @@ def _decode(kind: FactKind, raw: str, history: SettingsHistory) -> Any:
     return {"set": raw == FLAG_SET}
 
 
+def _sms_consent(raw: str) -> dict[str, Any]:
+    consent = SmsConsent.decode(raw)
+    if consent.encode() != raw:
+        return {"undecodable": "SmsConsent"}
+    described: dict[str, Any] = {"consent": "out" if consent.opted_out else "in" if consent.opted_in else "none"}
+    # The times SPEC §4 judges by; a latest opt-out on a number not opted out is one
+    # that was rejected (no earlier opt-in) and is remembered.
+    for name in ("earliest_opt_in", "latest_opt_out"):
+        at = getattr(consent, name)
+        if at is not None:
+            described[name] = at
+            described[f"{name}_iso"] = iso(at)
+    return described
+
+
+def _sms_consent_text(value: dict[str, Any]) -> str:
+    if value["consent"] == "out":
+        return "opted out"
+    text = f"opted in since {value['earliest_opt_in_iso']}" if value["consent"] == "in" else "not opted in"
+    if "latest_opt_out_iso" in value:
+        text += f"; remembered opt-out at {value['latest_opt_out_iso']} (rejected: no opt-in at or before it)"
+    return text
+
+
 def _value_text(fact: dict[str, Any]) -> str:
     """A fact's value for a table cell; JSON output keeps the full structure."""
     kind, value = fact["kind"], fact["value"]
@@ -268,7 +293,7 @@ def _value_text(fact: dict[str, Any]) -> str:
     if kind in ("SILENCED", "OK_TO_EMAIL"):
         return f"{'true' if value['value'] else 'false'} since {value['occurred_at_iso']} (event {value['event_id']})"
     if kind == "SMS_CONSENT":
-        return f"opted {value['consent']}"
+        return _sms_consent_text(value)
     if kind == "EMAIL_UNSUBSCRIBES":
         return "\n".join(f"{u['occurred_at_iso']} domain={u['domain'] or '-'} → scope {u['scope_in_force']}" for u in value)
     if kind == "ORG_SETTINGS":

@@ -93,6 +93,23 @@ class _Plan:
     domain: str = ""  # EMAIL_UNSUBSCRIBE only: "" = no (usable) domain
 
 
+EventPlan = _Plan | EventOutcome
+"""What :meth:`PreferenceRules.plan` returns: a valid event's plan, or its rejection."""
+
+
+def subject_key(plan: EventPlan) -> str | None:
+    """SPEC §4's Kafka key for a planned event: its normalised subject, ``None`` when it has none (rejected).
+
+    The first fact an event touches names its subject: the address for email
+    and SMS events, the contact for contact events, nothing but the
+    organization for settings.
+    """
+    if not isinstance(plan, _Plan):
+        return None
+    first = plan.keys[0]
+    return f"{first.org_id}:{first.subject[0]}" if first.subject else first.org_id
+
+
 def _present(value: object) -> bool:
     if value is None:
         return False

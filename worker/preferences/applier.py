@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
@@ -22,7 +22,7 @@ from worker.health import Health
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.metrics import Metrics
 from worker.models import PreferenceEvent, RejectionReason
-from worker.policy.events import PreferenceRules, apply_events
+from worker.policy.events import EventPlan, PreferenceRules, apply_events, subject_key
 from worker.preferences.rejections import Rejection, RejectionWriter
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
 from worker.state.redis_store import IncompatibleLayout
@@ -43,6 +43,10 @@ class ApplierProgress:
     batches: int = 0
     rebuilds: int = 0
     status: StoreStatus = field(default_factory=StoreStatus)
+
+
+class CommittedOffsetsUnavailable(RetryableError):
+    """Kafka did not say which rejections this group already published; the batch is applied again."""
 
 
 class _Resync(Exception):
@@ -81,6 +85,8 @@ class PreferenceApplier:
         self._generation: str | None = None
         self._expected: dict[int, int] = {}
         self._resync_requested = False
+        # Per partition: below this offset, the group's rejections were published before.
+        self._published: dict[int, int] = {}
 
     def run(self, *, until_ready: bool = False, idle_exit_seconds: float | None = None) -> ApplierProgress:
         """Run until stopped; ``until_ready`` returns once the store is ready (rebuilds)."""
@@ -128,6 +134,7 @@ class PreferenceApplier:
         self._ensure_generation()
         consumer = self._consumer_factory()
         self._expected = {}
+        self._published = {}
         self._resync_requested = False
         consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         last_message_at = time.monotonic()
@@ -182,9 +189,8 @@ class PreferenceApplier:
 
     def _apply_batch(self, consumer: Consumer, messages: list[Message]) -> None:
         started = time.perf_counter()
-        events: list[PreferenceEvent] = []
-        keys_of: dict[int, bytes | None] = {}
-        rejections: list[Rejection] = []
+        decoded: list[tuple[Message, PreferenceEvent]] = []
+        undecodable: list[Rejection] = []
         progress: dict[int, int] = {}
         for message in messages:
             error = message.error()
@@ -196,29 +202,31 @@ class PreferenceApplier:
                 continue  # revoked while the batch was in flight: its new owner applies it
             progress[partition] = message.offset() + 1
             try:
-                event = self._codec.decode_preference_event(message.value())
+                decoded.append((message, self._codec.decode_preference_event(message.value())))
             except (DecodeError, KeyError, ValueError, TypeError) as exc:
-                rejections.append(
-                    Rejection(key=message.key(), reason=RejectionReason.UNDECODABLE, detail=_describe(exc), raw=message.value())
+                undecodable.append(
+                    Rejection(key=message.key(), reason=RejectionReason.UNDECODABLE, detail=_describe(exc), raw=message.value(), at=_position(message))
                 )
                 logger.warning(
                     "undecodable preference event rejected",
                     extra={"at": f"{self._topic}[{partition}]@{message.offset()}", "error": type(exc).__name__},
                 )
-                continue
-            events.append(event)
-            keys_of[id(event)] = message.key()
         if not progress:
             return
+        events = [event for _, event in decoded]
         plans = [self._rules.plan(event) for event in events]  # each event validated once
+        self._count_miskeyed(decoded, plans)
         needed = [key for plan in plans for key in getattr(plan, "keys", ())]
         snapshot = self._store.read(needed)
         if snapshot.status.generation != self._generation:
             raise GenerationLost("the store's generation changed while applying a batch")
         writes, rejected = apply_events(self._rules, events, snapshot.facts, plans)
-        for event, reason, detail in rejected:
-            rejections.append(Rejection(key=keys_of[id(event)], reason=reason, detail=detail, event=event))
-        self._rejections.write(rejections)
+        message_of = {id(event): message for message, event in decoded}
+        rejections = undecodable + [
+            Rejection(key=message_of[id(event)].key(), reason=reason, detail=detail, event=event, at=_position(message_of[id(event)]))
+            for event, reason, detail in rejected
+        ]
+        self._rejections.write(self._not_yet_published(consumer, rejections))
         status = self._store.commit(
             generation=self._generation or "",
             expected={p: self._expected[p] for p in progress},
@@ -227,20 +235,63 @@ class PreferenceApplier:
         )
         self._expected.update(progress)
         self._after_commit(status)
-        consumer.commit(offsets=[TopicPartition(self._topic, p, o) for p, o in progress.items()], asynchronous=True)
+        self._commit_group_offsets(consumer, progress)
         by_type: collections.Counter[tuple[str, str]] = collections.Counter()
         rejected_ids = {id(event) for event, _, _ in rejected}
         for event in events:
             by_type[(event.type.value, "rejected" if id(event) in rejected_ids else "applied")] += 1
         for (kind, result), n in by_type.items():
             self._metrics.preference_events.labels(type=kind, result=result).inc(n)
-        undecodable = len(rejections) - len(rejected)
         if undecodable:
-            self._metrics.preference_events.labels(type="UNDECODABLE", result="rejected").inc(undecodable)
+            self._metrics.preference_events.labels(type="UNDECODABLE", result="rejected").inc(len(undecodable))
         self.progress.events_applied += len(events) - len(rejected)
         self.progress.events_rejected += len(rejections)
         self.progress.batches += 1
         self._metrics.preference_batch_seconds.observe(time.perf_counter() - started)
+
+    def _count_miskeyed(self, decoded: list[tuple[Message, PreferenceEvent]], plans: list[EventPlan]) -> None:
+        """SPEC §4: an event keyed other than by its normalised subject is applied all the same, and counted."""
+        for (message, event), plan in zip(decoded, plans, strict=True):
+            expected = subject_key(plan)
+            if expected is None or message.key() == expected.encode():
+                continue
+            self._metrics.preference_events_miskeyed.labels(type=event.type.value).inc()
+            # Neither key goes into the log: both hold the subject's address.
+            logger.warning(
+                "preference event not keyed by its normalised subject",
+                extra={"at": f"{self._topic}[{message.partition()}]@{message.offset()}", "type": event.type.value, "event_id": event.event_id},
+            )
+
+    def _not_yet_published(self, consumer: Consumer, rejections: list[Rejection]) -> list[Rejection]:
+        """Drop the rejections an earlier applier of this group already published.
+
+        After the store is emptied, or its layout changes, the topic is applied
+        again from the start. The group's committed offsets, written only after
+        a batch's rejections were acknowledged, mark what was published.
+        """
+        if not rejections:
+            return rejections
+        floor = self._published_floor(consumer, {r.at[0] for r in rejections if r.at is not None})
+        return [r for r in rejections if r.at is None or r.at[1] >= floor.get(r.at[0], 0)]
+
+    def _published_floor(self, consumer: Consumer, partitions: set[int]) -> dict[int, int]:
+        missing = sorted(partitions - self._published.keys())
+        if missing:
+            try:
+                committed = consumer.committed([TopicPartition(self._topic, p) for p in missing], timeout=self._settings.preferences.committed_timeout_seconds)
+            except KafkaException as exc:
+                raise CommittedOffsetsUnavailable(f"committed offsets of {self._topic}: {exc}") from exc
+            for tp in committed:
+                self._published[tp.partition] = max(tp.offset, 0)  # negative: nothing committed
+        return self._published
+
+    def _commit_group_offsets(self, consumer: Consumer, progress: dict[int, int]) -> None:
+        """Lag dashboards read these; a rebuild never moves them back below what was published."""
+        offsets = [
+            TopicPartition(self._topic, p, o) for p, o in progress.items() if o >= self._published.get(p, 0)
+        ]
+        if offsets:
+            consumer.commit(offsets=offsets, asynchronous=True)
 
     def _advance_idle_progress(self, consumer: Consumer) -> None:
         """Move progress past transaction markers, which carry offsets but no events."""
@@ -286,6 +337,10 @@ class PreferenceApplier:
         if error.fatal() or error.code() == KafkaError._FATAL:
             raise KafkaFatal(f"applier consumer: {error}")
         logger.warning("applier consumer error", extra={"error": str(error)})
+
+
+def _position(message: Message) -> tuple[int, int]:
+    return (message.partition(), message.offset())
 
 
 def _describe(exc: Exception) -> str:

@@ -23,6 +23,7 @@ class Rejection:
     detail: str
     event: PreferenceEvent | None = None
     raw: bytes | None = None
+    at: tuple[int, int] | None = None  # (partition, offset) of the rejected event in preferences.changed
 
 
 class RejectionWriter:
