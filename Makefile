@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Prerequisites (venv, stack) must run in order; a 2-core box gains nothing here.
 .NOTPARALLEL:
 .DEFAULT_GOAL := help
-.PHONY: help venv stack-up stack-down stack-status test unit demo chaos bench clean
+.PHONY: help venv stack-up stack-down stack-status test-tools test unit demo chaos bench clean
 
 help:
 	@echo "make venv          create $(VENV) and install sendgate with the dev extras"
@@ -40,8 +40,18 @@ stack-down:
 stack-status:
 	$(STACK) status
 
-test: venv stack-up
-	$(VENV)/bin/pytest -q tests $(PYTEST_ARGS)
+# promtool (Debian's prometheus package) checks the alert rules and the
+# dashboard's queries; `make test` installs it like the stack installs
+# redis-server, and SENDGATE_REQUIRE_TOOLS=1 turns a missing one into a failure.
+test-tools:
+	@command -v promtool >/dev/null || { \
+		echo "installing promtool (Debian package prometheus) with apt-get (first run only)"; \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: venv stack-up test-tools
+	SENDGATE_REQUIRE_TOOLS=1 $(VENV)/bin/pytest -q tests $(PYTEST_ARGS)
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)

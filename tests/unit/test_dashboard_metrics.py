@@ -10,6 +10,7 @@ package ``prometheus``) additionally checks and unit-tests them when installed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -224,6 +225,7 @@ def test_dashboard_covers_the_operations_views() -> None:
         "sendgate_state_errors_total",
         "sendgate_fail_closed_pauses_total",
         "sendgate_fail_closed_seconds_total",
+        "sendgate_preference_events_miskeyed_total",
     }
     assert required <= used, f"dashboard lacks {sorted(required - used)}"
     exprs = [expr for _, expr in dashboard_expressions()]
@@ -256,6 +258,7 @@ REQUIRED_ALERTS = {
     "SendgateTransactionalBypassSpike",
     "SendgateFailClosedTooLong",
     "SendgateTransactionsFailing",
+    "SendgatePreferenceEventsMiskeyed",
 }
 
 
@@ -292,6 +295,7 @@ def test_alert_rules_have_the_required_conditions() -> None:
     assert "sendgate_dead_letters_total" in rules["SendgateDeadLetters"]["expr"]
     assert "sendgate_transactional_bypass_total" in rules["SendgateTransactionalBypassSpike"]["expr"]
     assert re.search(r'result=~"aborted\|failed"', rules["SendgateTransactionsFailing"]["expr"])
+    assert "sendgate_preference_events_miskeyed_total" in rules["SendgatePreferenceEventsMiskeyed"]["expr"]
 
 
 def test_alert_unit_tests_cover_every_required_alert() -> None:
@@ -303,13 +307,16 @@ def test_alert_unit_tests_cover_every_required_alert() -> None:
 
 # -- promtool, where installed (apt-get install prometheus) ------------------------
 PROMTOOL = shutil.which("promtool")
+# `make test` installs promtool and sets SENDGATE_REQUIRE_TOOLS=1: there a missing one fails, never skips.
+PROMTOOL_REQUIRED = os.environ.get("SENDGATE_REQUIRE_TOOLS") == "1"
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus); the structural tests above still ran"
+    PROMTOOL is None and not PROMTOOL_REQUIRED,
+    reason="promtool not installed (apt-get install prometheus); the structural tests above still ran",
 )
 
 
 def _promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
+    assert PROMTOOL is not None, "promtool is required (SENDGATE_REQUIRE_TOOLS=1) but not installed: make test-tools"
     return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120, check=False, cwd=cwd)
 
 
