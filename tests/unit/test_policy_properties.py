@@ -29,7 +29,7 @@ from worker.models import (
 )
 from worker.models import PreferenceEventType as T
 from worker.policy.decision import Decision, DecisionPolicy
-from worker.policy.events import PreferenceRules, apply_events
+from worker.policy.events import PreferenceRules, apply_events, subject_key
 from worker.policy.facts import FactKey
 
 RULES = PreferenceRules()
@@ -253,3 +253,12 @@ def test_reapplying_a_log_to_its_own_state_changes_nothing(
     """The whole log delivered twice in order: every fact, SMS consent included, is idempotent."""
     once = _apply(log, [])
     assert _apply(log + log, []) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=preference_events(0))
+def test_producers_key_is_the_key_the_applier_expects(event: PreferenceEvent) -> None:
+    """``kafka_key()`` (used by ``sendgate event``, the demo and the generator) is never counted as miskeyed."""
+    expected = subject_key(RULES.plan(event))
+    if expected is not None:  # valid events only: a rejected one has no normalised subject
+        assert event.kafka_key() == expected

@@ -113,9 +113,9 @@ def generate_events(
     """``count`` preference events of every type (SPEC §4), a share of them built to be rejected.
 
     SMS opt-outs are drawn from numbers opted in earlier in the stream, as
-    SPEC §8 requires. SMS events always spell the number in E.164: the Kafka
-    key is built from the field as written, and one number spelled two ways
-    would land on two partitions and lose its opt-in/opt-out order. Email
+    SPEC §8 requires. SMS events always spell the number in E.164, the form
+    of SPEC §4's key, so none is counted as miskeyed whatever the applier's
+    default region. Email
     events sometimes carry capitals or spaces (their facts do not depend on
     order). Events built to be rejected have ids ending in ``-invalid``;
     ``occurred_at`` grows by 1 ms per event from ``base_time_ms``. Same
