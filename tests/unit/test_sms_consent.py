@@ -186,6 +186,6 @@ def test_stored_values_round_trip_and_unreadable_ones_hold_no_consent() -> None:
         SmsConsent(opted_out=True),
     ):
         assert SmsConsent.decode(consent.encode()) == consent
-    for raw in (None, "", "in", "x|", "|y", "1|2|3", "garbage"):
+    for raw in (None, "", "in", "x|", "|y", "1|2|3", "garbage", " 1|", "+1|", "1_0|", "|٣"):
         assert SmsConsent.decode(raw) == SmsConsent()
         assert not SmsConsent.decode(raw).opted_in

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -179,12 +180,9 @@ class SmsConsent:
         if raw == SMS_OUT:
             return _OPTED_OUT
         opt_in, separator, opt_out = (raw or "").partition("|")
-        if not separator:
+        if not separator or not _MILLIS.fullmatch(opt_in) or not _MILLIS.fullmatch(opt_out):
             return _NO_CONSENT
-        try:
-            return cls(int(opt_in) if opt_in else None, int(opt_out) if opt_out else None)
-        except ValueError:
-            return _NO_CONSENT
+        return cls(int(opt_in) if opt_in else None, int(opt_out) if opt_out else None)
 
     def encode(self) -> str:
         if self.opted_out:
@@ -215,6 +213,10 @@ class SmsConsent:
         ):
             return _OPTED_OUT
         return self
+
+
+# Exactly what encode() writes: int() alone would also take " 1", "+1" or "1_0".
+_MILLIS = re.compile(r"(-?[0-9]+)?")
 
 
 def _optional(value: int | None) -> str:
