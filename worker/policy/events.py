@@ -348,30 +348,61 @@ def _sms_write(key: FactKey, before: SmsConsent, after: SmsConsent) -> EventOutc
     return EventOutcome({} if after == before else {key: after.encode()})
 
 
-def apply_events(
-    rules: PreferenceRules,
-    events: Sequence[PreferenceEvent],
-    facts: FactValues,
-    plans: Sequence[_Plan | EventOutcome] | None = None,
-) -> tuple[dict[FactKey, str], list[tuple[PreferenceEvent, RejectionReason, str]]]:
-    """Apply ``events`` in order; each sees the writes of the ones before it.
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What a batch does: the merged fact writes, and its rejected events by position in the batch."""
 
-    ``facts`` must hold the current values of every ``keys_for`` of the batch
-    (a missing key means an absent fact). ``plans``, when given, are
-    ``rules.plan(event)`` of each event, so nothing is validated twice. Returns
-    the merged writes and the rejected events with their reason and detail.
+    writes: dict[FactKey, str]
+    rejections: list[tuple[int, RejectionReason, str]]
+
+
+class PreferenceBatch:
+    """A batch of events validated and normalised once: the facts it reads, then what it does.
+
+    The applier reads :attr:`keys` from the store and hands the values to
+    :meth:`apply`; nothing about the events is computed twice.
     """
-    if plans is None:
-        plans = [rules.plan(event) for event in events]
-    writes: dict[FactKey, str] = {}
-    view: dict[FactKey, str | None] = dict(facts)  # facts overlaid by the batch's writes so far
-    rejections: list[tuple[PreferenceEvent, RejectionReason, str]] = []
-    apply = rules.apply_planned
-    for event, plan in zip(events, plans, strict=True):
-        outcome = apply(event, plan, view)
-        if outcome.rejection is not None:
-            rejections.append((event, *outcome.rejection))
-        if outcome.writes:
-            writes.update(outcome.writes)
-            view.update(outcome.writes)
-    return writes, rejections
+
+    __slots__ = ("_rules", "events", "plans")
+
+    def __init__(self, rules: PreferenceRules, events: Sequence[PreferenceEvent]) -> None:
+        self._rules = rules
+        self.events = tuple(events)
+        self.plans = tuple(rules.plan(event) for event in self.events)
+
+    @property
+    def keys(self) -> list[FactKey]:
+        """Every fact the batch reads (those of rejected events: none)."""
+        return [key for plan in self.plans if isinstance(plan, _Plan) for key in plan.keys]
+
+    def subject_keys(self) -> list[str | None]:
+        """SPEC §4's Kafka key of each event (see :func:`subject_key`)."""
+        return [subject_key(plan) for plan in self.plans]
+
+    def apply(self, facts: FactValues) -> BatchOutcome:
+        """Apply the events in order, each seeing the writes of the ones before it.
+
+        ``facts`` must hold the current values of :attr:`keys` (a missing key
+        means an absent fact); it is not changed.
+        """
+        writes: dict[FactKey, str] = {}
+        view: dict[FactKey, str | None] = dict(facts)  # facts overlaid by the batch's writes so far
+        rejections: list[tuple[int, RejectionReason, str]] = []
+        apply = self._rules.apply_planned
+        for index, (event, plan) in enumerate(zip(self.events, self.plans, strict=True)):
+            outcome = apply(event, plan, view)
+            if outcome.rejection is not None:
+                rejections.append((index, *outcome.rejection))
+            if outcome.writes:
+                writes.update(outcome.writes)
+                view.update(outcome.writes)
+        return BatchOutcome(writes, rejections)
+
+
+def apply_events(
+    rules: PreferenceRules, events: Sequence[PreferenceEvent], facts: FactValues
+) -> tuple[dict[FactKey, str], list[tuple[PreferenceEvent, RejectionReason, str]]]:
+    """:class:`PreferenceBatch` in one call: the merged writes and the rejected events with reason and detail."""
+    batch = PreferenceBatch(rules, events)
+    outcome = batch.apply(facts)
+    return outcome.writes, [(batch.events[index], reason, detail) for index, reason, detail in outcome.rejections]

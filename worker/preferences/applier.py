@@ -22,7 +22,7 @@ from worker.health import Health
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.metrics import Metrics
 from worker.models import PreferenceEvent, RejectionReason
-from worker.policy.events import EventPlan, PreferenceRules, apply_events, subject_key
+from worker.policy.events import PreferenceBatch, PreferenceRules
 from worker.preferences.rejections import Rejection, RejectionWriter
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
 from worker.state.redis_store import IncompatibleLayout
@@ -213,46 +213,42 @@ class PreferenceApplier:
                 )
         if not progress:
             return
-        events = [event for _, event in decoded]
-        plans = [self._rules.plan(event) for event in events]  # each event validated once
-        self._count_miskeyed(decoded, plans)
-        needed = [key for plan in plans for key in getattr(plan, "keys", ())]
-        snapshot = self._store.read(needed)
+        batch = PreferenceBatch(self._rules, [event for _, event in decoded])  # each event validated once
+        snapshot = self._store.read(batch.keys)
         if snapshot.status.generation != self._generation:
             raise GenerationLost("the store's generation changed while applying a batch")
-        writes, rejected = apply_events(self._rules, events, snapshot.facts, plans)
-        message_of = {id(event): message for message, event in decoded}
+        outcome = batch.apply(snapshot.facts)
         rejections = undecodable + [
-            Rejection(key=message_of[id(event)].key(), reason=reason, detail=detail, event=event, at=_position(message_of[id(event)]))
-            for event, reason, detail in rejected
+            Rejection(key=decoded[i][0].key(), reason=reason, detail=detail, event=decoded[i][1], at=_position(decoded[i][0]))
+            for i, reason, detail in outcome.rejections
         ]
         self._rejections.write(self._not_yet_published(consumer, rejections))
         status = self._store.commit(
             generation=self._generation or "",
             expected={p: self._expected[p] for p in progress},
             progress=progress,
-            writes=writes,
+            writes=outcome.writes,
         )
         self._expected.update(progress)
         self._after_commit(status)
         self._commit_group_offsets(consumer, progress)
+        self._count_miskeyed(decoded, batch.subject_keys())  # once applied: a batch applied again counts again otherwise
         by_type: collections.Counter[tuple[str, str]] = collections.Counter()
-        rejected_ids = {id(event) for event, _, _ in rejected}
-        for event in events:
-            by_type[(event.type.value, "rejected" if id(event) in rejected_ids else "applied")] += 1
+        rejected = {i for i, _, _ in outcome.rejections}
+        for i, (_, event) in enumerate(decoded):
+            by_type[(event.type.value, "rejected" if i in rejected else "applied")] += 1
         for (kind, result), n in by_type.items():
             self._metrics.preference_events.labels(type=kind, result=result).inc(n)
         if undecodable:
             self._metrics.preference_events.labels(type="UNDECODABLE", result="rejected").inc(len(undecodable))
-        self.progress.events_applied += len(events) - len(rejected)
+        self.progress.events_applied += len(decoded) - len(rejected)
         self.progress.events_rejected += len(rejections)
         self.progress.batches += 1
         self._metrics.preference_batch_seconds.observe(time.perf_counter() - started)
 
-    def _count_miskeyed(self, decoded: list[tuple[Message, PreferenceEvent]], plans: list[EventPlan]) -> None:
+    def _count_miskeyed(self, decoded: list[tuple[Message, PreferenceEvent]], subject_keys: list[str | None]) -> None:
         """SPEC §4: an event keyed other than by its normalised subject is applied all the same, and counted."""
-        for (message, event), plan in zip(decoded, plans, strict=True):
-            expected = subject_key(plan)
+        for (message, event), expected in zip(decoded, subject_keys, strict=True):
             if expected is None or message.key() == expected.encode():
                 continue
             self._metrics.preference_events_miskeyed.labels(type=event.type.value).inc()
