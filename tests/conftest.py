@@ -77,6 +77,7 @@ def kafka_topics(settings: Settings) -> Iterator[Settings]:
 
     try:
         create_topics(settings)
+        harness.wait_for_partition_leaders(settings)
         yield settings
     finally:
         harness.delete_topics(settings.kafka.bootstrap_servers, settings.topics.all_names())

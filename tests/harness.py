@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -214,3 +215,24 @@ def delete_redis_keys(client: redis.Redis, prefix: str, *, batch: int = 1000) ->
     if pending:
         removed += client.unlink(*pending)
     return removed
+
+
+def wait_for_partition_leaders(settings: Settings, *, timeout: float = 30.0) -> None:
+    """Right after creation a partition may have no leader yet, and an offsets request then
+    fails with NOT_LEADER_FOR_PARTITION (retryable: workers pause and retry). Tests that
+    read end offsets as a condition wait here once instead of each tolerating it."""
+    from worker.kafka.admin import admin_client
+    from worker.kafka.offsets import CommittedEndOffsets, OffsetsUnavailable
+
+    admin = admin_client(settings)
+    deadline = time.monotonic() + timeout
+    for topic in settings.topics.all_names():
+        offsets = CommittedEndOffsets(admin, topic)
+        while True:
+            try:
+                offsets.read()
+                break
+            except OffsetsUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
