@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from worker import cli
+from worker import terminal as cli
 from worker.config import KafkaSettings, Settings
 from worker.errors import ExitCode, ServiceUnreachable, StateUnavailable
 from worker.kafka import auth

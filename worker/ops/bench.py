@@ -55,6 +55,7 @@ from worker.ops.generate import (
     tracked,
 )
 from worker.ops.traffic import BenchPlan
+from worker.terminal import console, run_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -585,7 +586,6 @@ def default_output() -> Path:
 @click.pass_obj
 def bench_command(settings: Settings, quick: bool, output: Path | None, profile_gate: Path | None, **sizes: Any) -> None:
     """Measure the gate against the bare transactional loop, its latency, the rebuild and Redis memory."""
-    from worker.cli import console, run_guarded
 
     config = dataclasses.replace(QUICK if quick else BenchConfig(), **{k: v for k, v in sizes.items() if v is not None})
     contacts = config.opt_outs + config.contact_facts + config.sms_opt_ins + config.clean_contacts

@@ -14,7 +14,6 @@ import uuid
 import click
 from confluent_kafka import Producer
 
-from worker.cli import console, run_guarded
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import ServiceUnreachable
@@ -28,6 +27,7 @@ from worker.models import (
     UserOptOutScope,
 )
 from worker.policy.events import PreferenceRules
+from worker.terminal import console, run_guarded
 
 CHOICE = {"case_sensitive": False}
 

@@ -42,6 +42,7 @@ from worker.policy.facts import (
 )
 from worker.state.redis_store import RedisStateStore
 from worker.state.store import Snapshot, StoreStatus
+from worker.terminal import console, run_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +375,6 @@ def explain_command(
     every fact the policy reads for the address, phone and contact, decoded.
     Nothing is written.
     """
-    from worker.cli import console, run_guarded
 
     _require_for_email(ctx, channel.upper(), user_id, sender)
     settings: Settings = ctx.obj

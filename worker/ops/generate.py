@@ -53,6 +53,7 @@ from worker.ops.traffic import (
     raw_email,
     raw_phone,
 )
+from worker.terminal import console, run_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -478,7 +479,6 @@ def generate_command(
     seed: int | None, base_time_ms: int | None,
 ) -> None:
     """Produce realistic traffic: preference events and/or send requests."""
-    from worker.cli import console, run_guarded
 
     if contacts < orgs:
         raise click.BadParameter(f"need at least one contact per organization ({contacts} < {orgs})", param_hint="--contacts")

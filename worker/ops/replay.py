@@ -71,6 +71,7 @@ from worker.ops.explain import LiveState
 from worker.ops.replay_ledger import LedgerEntry, ReplayLedger
 from worker.ops.tables import by_reason_rows, counts_table, echo_json, progress_bar
 from worker.ops.topic_reader import DurationParam, RecordFilter, TimeParam, TopicWindow, parse_duration, position
+from worker.terminal import console, err_console, run_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -449,7 +450,6 @@ def replay_command(
     and value and the headers sendgate-replay-of (topic/partition/offset),
     sendgate-replayed-at and sendgate-replay-token.
     """
-    from worker.cli import console, err_console, run_guarded
 
     try:
         record_filter = RecordFilter(since, until, frozenset(r.upper() for r in reasons), frozenset(orgs), frozenset(campaigns))

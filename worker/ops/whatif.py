@@ -40,6 +40,7 @@ from worker.ops.explain import LiveState
 from worker.ops.tables import echo_json, progress_bar
 from worker.ops.topic_reader import RecordFilter, TimeParam, TopicWindow, position
 from worker.policy.decision import Decision
+from worker.terminal import console, err_console, run_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +265,6 @@ def what_if_command(
     Produces nothing. For --topic requested, "then" is looked up by message key
     in sends.allowed / sends.suppressed / sends.dead-letter (UNKNOWN if absent).
     """
-    from worker.cli import console, err_console, run_guarded
 
     source = source.lower()
     if reasons and source != "suppressed":
