@@ -56,13 +56,16 @@ class Verdict:
     duplicated: list[str] = field(default_factory=list)
     misrouted: list[str] = field(default_factory=list)
     wrongly_allowed: list[str] = field(default_factory=list)
+    wrongly_suppressed: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     outputs: dict[str, list[Output]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicated or self.misrouted or self.wrongly_allowed or self.unexpected)
+        return not (
+            self.lost or self.duplicated or self.misrouted or self.wrongly_allowed or self.wrongly_suppressed or self.unexpected
+        )
 
     def describe(self) -> str:
         def sample(ids: list[str]) -> str:
@@ -72,7 +75,8 @@ class Verdict:
         return (
             f"records={self.records} outputs={dict(self.counts)} lost={sample(self.lost)} "
             f"duplicated={sample(self.duplicated)} misrouted={sample(self.misrouted)} "
-            f"wrongly_allowed={sample(self.wrongly_allowed)} unexpected={sample(self.unexpected)}"
+            f"wrongly_allowed={sample(self.wrongly_allowed)} wrongly_suppressed={sample(self.wrongly_suppressed)} "
+            f"unexpected={sample(self.unexpected)}"
             + (f" problems={problems[:5]}" if problems else "")
         )
 
@@ -179,24 +183,11 @@ def collect_outputs(settings: Settings, ledger: Ledger, codec: AvroCodec) -> tup
 
     for message in read_committed_records(settings, topics.suppressed):
         key = message.key().decode() if message.key() is not None else ""
-        problem = ""
-        try:
-            suppressed = codec.decode("SuppressedSend", message.value())
-            inner = suppressed["request"]["message_id"]
-            reason = suppressed["primary_reason"]
-            decided_at = suppressed["decided_at"]
-        except Exception as exc:  # noqa: BLE001 - a suppressed record we cannot read is itself a finding
-            inner, reason, decided_at, problem = key, "", None, f"undecodable SuppressedSend: {exc}"
         record = ledger.sends.get(key)
         if record is None:
             unexpected.append(f"suppressed:{key}")
             continue
-        own_id = record.request.message_id if record.request is not None else key
-        if inner != own_id:
-            problem = problem or f"suppressed record of {inner} under the key of {own_id}"
-        elif record.request is not None and suppressed["request"] != _normalised(record):
-            problem = problem or "suppressed request differs from the input"
-        outputs[key].append(Output(SUPPRESSED, key, reason, decided_at, problem))
+        outputs[key].append(suppressed_output(key, message.value(), record, codec))
 
     for message in read_committed_records(settings, topics.dead_letter):
         partition, offset = _header(message, "sendgate-source-partition"), _header(message, "sendgate-source-offset")
@@ -218,6 +209,22 @@ def collect_outputs(settings: Settings, ledger: Ledger, codec: AvroCodec) -> tup
             problem = "dead letter without its error class and detail"
         outputs[found.message_id].append(Output(DEAD, found.message_id, error_class, None, problem))
     return outputs, unexpected
+
+
+def suppressed_output(key: str, value: bytes | None, record: SentRecord, codec: AvroCodec) -> Output:
+    """A record of sends.suppressed traced to its input; one that cannot be read is a problem, hence misrouted."""
+    try:
+        suppressed = codec.decode("SuppressedSend", value)
+    except Exception as exc:  # noqa: BLE001 - a suppressed record we cannot read is itself a finding
+        return Output(SUPPRESSED, key, "", None, f"undecodable SuppressedSend: {type(exc).__name__}: {exc}")
+    inner = suppressed["request"]["message_id"]
+    own_id = record.request.message_id if record.request is not None else key
+    problem = ""
+    if inner != own_id:
+        problem = f"suppressed record of {inner} under the key of {own_id}"
+    elif record.request is not None and suppressed["request"] != _normalised(record):
+        problem = "suppressed request differs from the input"
+    return Output(SUPPRESSED, key, suppressed["primary_reason"], suppressed["decided_at"], problem)
 
 
 def _normalised(record: SentRecord) -> dict:  # type: ignore[type-arg]
@@ -247,6 +254,7 @@ def judge(ledger: Ledger, outputs: dict[str, list[Output]], unexpected: list[str
     """The verdict on outputs already traced back to their inputs (no I/O)."""
     verdict = Verdict(records=len(ledger.sends), unexpected=list(unexpected), outputs=dict(outputs))
     allowed: list[SentRecord] = []
+    suppressed: list[SentRecord] = []
     for message_id, record in ledger.sends.items():
         found = outputs.get(message_id, [])
         kinds = {o.kind for o in found}
@@ -262,6 +270,10 @@ def judge(ledger: Ledger, outputs: dict[str, list[Output]], unexpected: list[str
             verdict.duplicated.append(message_id)
         if ALLOWED in kinds and record.expect == DECISION:
             allowed.append(record)
+        elif kinds == {SUPPRESSED} and record.expect == DECISION:
+            suppressed.append(record)
     if oracle:
-        verdict.wrongly_allowed = Oracle(ledger.events).wrongly_allowed(allowed)
+        judge_by = Oracle(ledger.events)
+        verdict.wrongly_allowed = judge_by.wrongly_allowed(allowed)
+        verdict.wrongly_suppressed = judge_by.wrongly_suppressed(suppressed)
     return verdict

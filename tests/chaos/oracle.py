@@ -1,4 +1,4 @@
-"""Which allowed sends were *wrongly* allowed (SPEC §6.3), judged from the preference events.
+"""Which sends were *wrongly* allowed (SPEC §6.3) or wrongly suppressed, judged from the preference events.
 
 A send produced after a preference event was acknowledged must be decided
 with that event applied; the gate may also have applied events acknowledged
@@ -160,7 +160,25 @@ class Oracle:
 
     def wrongly_allowed(self, allowed: Sequence[SentRecord]) -> list[str]:
         """The ids among ``allowed`` that every state between production and the end suppresses."""
-        judged = sorted((r for r in allowed if r.request is not None), key=lambda r: r.produced_at)
+        return self._misjudged(allowed, suppress=True)
+
+    def wrongly_suppressed(self, suppressed: Sequence[SentRecord]) -> list[str]:
+        """The ids among ``suppressed`` that no state between production and the end suppresses.
+
+        Once sends flow the runs' events only add suppression, so a send both
+        the state at its production and the final state allow was allowed by
+        every state in between, whichever the gate decided with.
+        """
+        return self._misjudged(suppressed, suppress=False)
+
+    def _misjudged(self, decided: Sequence[SentRecord], *, suppress: bool) -> list[str]:
+        """The ids among ``decided`` that both the state at production and the final state judge ``suppress``.
+
+        A wrong allow is one that either model finds suppressed; a wrong
+        suppression must be allowed by both (SpecModel does not model invalid
+        addresses, which suppress).
+        """
+        judged = sorted((r for r in decided if r.request is not None), key=lambda r: r.produced_at)
         final = self._models()
         for acked in self._events:
             for model in final:
@@ -176,7 +194,7 @@ class Oracle:
             request = record.request
             assert request is not None
             for index, (then, end) in enumerate(zip(at_production, final)):
-                if then.suppresses(request) and end.suppresses(request):
+                if then.suppresses(request) is suppress and end.suppresses(request) is suppress:
                     suspicious[record.message_id].add(index)
-        return sorted(suspicious)
-
+        needed = 1 if suppress else len(final)
+        return sorted(message_id for message_id, models in suspicious.items() if len(models) >= needed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tests.chaos.checker import ALLOWED, SUPPRESSED, Output, judge
+from tests.chaos.checker import ALLOWED, SUPPRESSED, Output, judge, suppressed_output
 from tests.chaos.monitor import ProgressMonitor, Sample
 from tests.chaos.oracle import Oracle, SpecModel
 from tests.chaos.workload import (
@@ -74,6 +74,30 @@ def test_an_allow_after_an_acknowledged_opt_out_is_wrongly_allowed_and_one_befor
     other = _send(ledger, audience, 4, at=3.0)
     outputs = {r.message_id: [_out(ALLOWED, r)] for r in (before, after, transactional, other)}
     assert judge(ledger, outputs, []).wrongly_allowed == [after.message_id]
+
+
+def test_a_suppression_no_state_explains_is_wrongly_suppressed_and_one_after_an_opt_out_is_not():
+    ledger, audience = _ledger()
+    unexplained = _send(ledger, audience, 0, 1.0)
+    _ack(ledger, audience, T.EMAIL_OPT_OUT_ORGANIZATION, 1, at=2.0)
+    before_ack, after_ack = _send(ledger, audience, 1, 1.5), _send(ledger, audience, 1, 3.0)
+    outputs = {r.message_id: [_out(SUPPRESSED, r)] for r in (unexplained, before_ack, after_ack)}
+    verdict = judge(ledger, outputs, [])
+    # Produced before the opt-out's ack, but the gate may have applied it already: not wrong.
+    assert verdict.wrongly_suppressed == [unexplained.message_id]
+    assert not verdict.clean and "wrongly_suppressed=1" in verdict.describe()
+
+
+def test_an_unreadable_suppressed_record_is_misrouted_not_a_crash():
+    from worker.codec import AvroCodec
+    from worker.config import Settings
+
+    ledger, audience = _ledger()
+    record = _send(ledger, audience, 0, 1.0)
+    output = suppressed_output(record.message_id, b"\x00\x00\x00\x00\x03garbage", record, AvroCodec.from_settings(Settings()))
+    assert output.kind == SUPPRESSED and output.problem.startswith("undecodable SuppressedSend")
+    verdict = judge(ledger, {record.message_id: [output]}, [])
+    assert verdict.misrouted == [record.message_id]
 
 
 def test_sms_needs_an_opt_in_and_an_opt_out_is_final_in_the_spec_model():
