@@ -158,3 +158,26 @@ def test_a_store_of_an_older_layout_is_emptied_and_rebuilt(kafka_topics, redis_c
         wait_until(lambda: applied_everything(second, settings), message="rebuild of the old layout")
     assert second.progress.rebuilds == 1 and second.progress.events_applied == 1
     assert decide(settings, send_request(to="old@example.com")).reasons == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)
+
+
+def test_a_store_of_a_newer_layout_is_left_alone_by_an_older_applier(kafka_topics, redis_client):
+    """A rolling upgrade: the applier not yet upgraded must not empty what the upgraded one built."""
+    import pytest
+
+    from worker.state.addressing import FactAddressing
+    from worker.state.redis_store import IncompatibleLayout
+
+    settings = kafka_topics
+    codec = AvroCodec.from_settings(settings)
+    produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="new@example.com")])
+    with running_applier(settings) as first:
+        wait_until(lambda: applied_everything(first, settings), message="first build")
+    meta = FactAddressing(settings.state).meta_key
+    redis_client.hset(meta, "layout", "99")
+    keys_before = sorted(redis_client.scan_iter(match=f"{settings.state.key_prefix}*"))
+    runtime = Runtime.create(settings)
+    with pytest.raises(IncompatibleLayout, match="newer sendgate"):
+        build_applier(runtime).run(until_ready=True)
+    assert sorted(redis_client.scan_iter(match=f"{settings.state.key_prefix}*")) == keys_before
+    assert redis_client.hget(meta, "layout") == b"99"
+

@@ -148,13 +148,19 @@ def test_stored_facts_cost_little_memory(settings, redis_client):
     assert per_fact <= 120, per_fact
 
 
-def test_a_store_of_another_layout_is_refused_by_readers_and_rebuilt_by_the_applier(settings, redis_client):
-    from worker.state.redis_store import IncompatibleLayout
+def test_a_store_of_an_older_layout_waits_for_its_rebuild_and_a_newer_one_is_refused(settings, redis_client):
+    from worker.errors import RetryableError
+    from worker.state.redis_store import IncompatibleLayout, OlderLayout
 
     store = RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state))
     store.begin_generation({})
-    redis_client.hset(FactAddressing(settings.state).meta_key, "layout", "1")
-    with pytest.raises(IncompatibleLayout, match="rebuild"):
+    meta = FactAddressing(settings.state).meta_key
+    redis_client.hset(meta, "layout", "2")
+    with pytest.raises(OlderLayout, match="rebuilds it") as older:
+        store.read([EMAIL_FACT])
+    assert isinstance(older.value, RetryableError), "a gate upgraded first fails closed and waits"
+    redis_client.hset(meta, "layout", "99")
+    with pytest.raises(IncompatibleLayout, match="newer sendgate"):
         store.read([EMAIL_FACT])
 
 

@@ -47,10 +47,14 @@ def build_scenario(*, run_id: str | None = None, base_time_ms: int) -> Scenario:
     org = f"demo-{run_id}"
     at = base_time_ms
 
-    def event(type_: T, source: PreferenceSource = PreferenceSource.PREFERENCE_CENTER, **fields: object) -> PreferenceEvent:
+    def event(
+        type_: T, source: PreferenceSource = PreferenceSource.PREFERENCE_CENTER, *, earlier_by_ms: int = 0, **fields: object
+    ) -> PreferenceEvent:
         nonlocal at
         at += 1
-        return PreferenceEvent(event_id=f"{org}-ev-{at}", org_id=org, occurred_at=at, source=source, type=type_, **fields)  # type: ignore[arg-type]
+        return PreferenceEvent(
+            event_id=f"{org}-ev-{at}", org_id=org, occurred_at=at - earlier_by_ms, source=source, type=type_, **fields  # type: ignore[arg-type]
+        )
 
     events = [
         event(T.EMAIL_OPT_OUT_ORGANIZATION, email="org-out@example.com"),
@@ -63,6 +67,11 @@ def build_scenario(*, run_id: str | None = None, base_time_ms: int) -> Scenario:
         event(T.SMS_OPT_IN, source=PreferenceSource.CONTACT, phone="+14155550102"),
         event(T.SMS_OPT_IN, source=PreferenceSource.CONTACT, phone="+14155550103"),
         event(T.SMS_OPT_OUT, source=PreferenceSource.CONTACT, phone="+14155550103"),
+        # SMS consent in event time: a STOP applied before an earlier opt-in (here spelled
+        # nationally) is rejected as SMS_NOT_OPTED_IN but remembered, and the opt-in then
+        # leaves the number opted out.
+        event(T.SMS_OPT_OUT, source=PreferenceSource.CONTACT, phone="+14155550104"),
+        event(T.SMS_OPT_IN, source=PreferenceSource.CONTACT, phone="(415) 555-0104", earlier_by_ms=60_000),
         # Rejected on purpose: ok-to-email may only come from API or IMPORT.
         event(T.CONTACT_OK_TO_EMAIL_SET, source=PreferenceSource.USER, contact_id="contact-1", ok_to_email=False),
     ]
@@ -98,6 +107,8 @@ def build_scenario(*, run_id: str | None = None, base_time_ms: int) -> Scenario:
         send("SMS opted in", (), to="+14155550102", channel=Channel.SMS),
         send("SMS opted out", (R.SMS_OPT_OUT,), to="+14155550103", channel=Channel.SMS),
         send("SMS never opted in", (R.SMS_NOT_OPTED_IN,), to="+14155550199", channel=Channel.SMS),
+        send("SMS STOP applied before an earlier opt-in still holds", (R.SMS_OPT_OUT,), to="+14155550104",
+             channel=Channel.SMS),
         send("duplicate of a do-not-contact: transactional email allowed", (), to="dnc@example.com",
              contact="contact-duplicate", category=Category.TRANSACTIONAL),
         send("duplicate of a do-not-contact: marketing email blocked", (R.EMAIL_OPT_OUT_ORGANIZATION,),

@@ -25,7 +25,7 @@ from worker.models import PreferenceEvent, RejectionReason
 from worker.policy.events import PreferenceBatch, PreferenceRules
 from worker.preferences.rejections import Rejection, RejectionWriter
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
-from worker.state.redis_store import IncompatibleLayout
+from worker.state.redis_store import OlderLayout
 from worker.state.store import GenerationLost, ProgressConflict, StateStore, StoreStatus
 
 logger = logging.getLogger(__name__)
@@ -111,8 +111,10 @@ class PreferenceApplier:
     def _ensure_generation(self) -> StoreStatus:
         try:
             status = self._store.status()
-        except IncompatibleLayout as exc:
-            # The store is a cache of the topic: an old layout is simply rebuilt.
+        except OlderLayout as exc:
+            # The store is a cache of the topic: an old layout is simply rebuilt. A newer
+            # one is left alone (IncompatibleLayout, exit 14): a not-yet-upgraded applier
+            # must not empty what an upgraded one builds.
             logger.warning("state store has an older layout: emptying it to rebuild", extra={"cause": str(exc)})
             self._store.clear()
             status = self._store.status()

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 import redis
 
 from worker.config import RedisSettings, StateSettings
-from worker.errors import ConfigurationError, StateUnavailable
+from worker.errors import ConfigurationError, StateNotReady, StateUnavailable
 from worker.policy.facts import FactKey
 from worker.state import scripts
 from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing, locations
@@ -23,7 +23,15 @@ SAFE_EVICTION_POLICY = "noeviction"
 
 
 class IncompatibleLayout(ConfigurationError):
-    """The store was written by a sendgate that lays facts out differently; it must be rebuilt."""
+    """The store was written by a newer sendgate, whose layout this one cannot read: upgrade this one."""
+
+
+class OlderLayout(StateNotReady):
+    """The store was written by an older sendgate: the applier empties and rebuilds it.
+
+    Retryable, so a gate upgraded before its applier fails closed and waits
+    for the rebuild instead of exiting.
+    """
 
 
 def _text(value: Any) -> str:
@@ -167,10 +175,17 @@ class RedisStateStore:
         return StoreStatus(generation=meta["generation"], ready=meta.get("ready") == "1", progress=progress, targets=targets)
 
     def _check_compatible(self, meta: Mapping[str, str]) -> None:
-        if meta.get("layout") != LAYOUT_VERSION:
+        layout = meta.get("layout", "1")
+        if layout != LAYOUT_VERSION:
+            if layout.isdigit() and int(layout) < int(LAYOUT_VERSION):
+                raise OlderLayout(
+                    f"the state store was written in layout {layout}, older than this sendgate's "
+                    f"{LAYOUT_VERSION}: the applier (sendgate preferences) empties and rebuilds it; "
+                    "nothing is decided until then"
+                )
             raise IncompatibleLayout(
-                f"the state store was written in layout {meta.get('layout', '1')}, this sendgate reads layout "
-                f"{LAYOUT_VERSION}: rebuild it (sendgate rebuild-state)"
+                f"the state store was written in layout {layout} by a newer sendgate; this one reads layout "
+                f"{LAYOUT_VERSION}: upgrade it, or rebuild the store for it (sendgate rebuild-state)"
             )
         if meta.get("fingerprint") != self._addressing.secret_fingerprint:
             raise ConfigurationError(
