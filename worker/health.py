@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -72,7 +73,7 @@ class HealthServer:
                 else:
                     self._json(404, {"error": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
 
-            def _json(self, status: int, body: dict) -> None:
+            def _json(self, status: int, body: dict[str, Any]) -> None:
                 self._send(status, json.dumps(body).encode(), "application/json")
 
             def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -94,7 +95,8 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         self._thread.start()
-        logger.info("serving /metrics /healthz /readyz", extra={"address": f"{self._server.server_address[0]}:{self.port}"})
+        host = self._server.server_address[0]
+        logger.info("serving /metrics /healthz /readyz", extra={"address": f"{host!s}:{self.port}"})
         return self
 
     def stop(self) -> None:

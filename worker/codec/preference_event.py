@@ -10,6 +10,8 @@ answer (the event, or the typed ``DecodeError``) is the reference.
 
 from __future__ import annotations
 
+import enum
+
 from worker.codec.send_head import _Decline, _length, _varint
 from worker.codec.wire import HEADER_SIZE
 from worker.models import (
@@ -22,7 +24,7 @@ from worker.models import (
 )
 
 
-def _symbols(enum_type: type) -> dict[int, object]:
+def _symbols(enum_type: type[enum.Enum]) -> dict[int, object]:
     # Enum index i is written as the zig-zag varint 2i, one byte for these enums.
     return {2 * index: member for index, member in enumerate(enum_type)}
 

@@ -60,6 +60,8 @@ def parse(schema: Mapping[str, Any] | str) -> tuple[dict[str, Any], dict[str, An
     # A fresh named-types table per schema: the reader and an older writer both
     # define sendgate.SendRequest, and each must resolve its own names.
     parsed = fastavro.parse_schema(canonical, named_schemas={})
+    if not isinstance(canonical, dict) or not isinstance(parsed, dict):
+        raise ValueError("an Avro record schema is a JSON object")
     return canonical, parsed
 
 

@@ -24,4 +24,5 @@ def split(value: bytes | bytearray | memoryview | None) -> int:
         raise BadMagicByte(f"first byte is {value[0]}, not the wire-format magic byte 0")
     if len(value) < HEADER_SIZE:
         raise TruncatedValue(f"value is {len(value)} bytes, shorter than the {HEADER_SIZE}-byte header")
-    return _HEADER.unpack_from(value)[1]
+    schema_id: int = _HEADER.unpack_from(value)[1]
+    return schema_id

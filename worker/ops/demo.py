@@ -21,6 +21,7 @@ from worker.assembly import Runtime, build_applier, build_gate
 from worker.config import Settings
 from worker.errors import SendgateError
 from worker.kafka.clients import idempotent_producer_config
+from worker.kafka.messages import headers_text
 from worker.ops.scenario import Scenario, build_scenario
 
 
@@ -125,12 +126,13 @@ def _collect(settings, runtime, starts, wanted, failures, timeout_seconds) -> di
                     "is the gate failing closed? (see the log lines above)"
                 )
             for message in consumer.consume(500, 0.5):
-                if message.error() is not None or message.key() is None:
+                key = message.key()
+                if message.error() is not None or key is None:
                     continue
-                message_id = message.key().decode()
+                message_id = key.decode()
                 if message_id not in wanted:
                     continue
-                headers = {k: (v or b"").decode() for k, v in (message.headers() or [])}
+                headers = headers_text(message)
                 if message.topic() == settings.topics.suppressed:
                     record = runtime.codec.decode("SuppressedSend", message.value())
                     outcomes[message_id] = Outcome("suppressed", tuple(record["reasons"]), "")

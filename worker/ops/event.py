@@ -77,7 +77,7 @@ def publish(settings: Settings, event: PreferenceEvent, *, timeout_seconds: floa
 @click.option("--unsubscribe-scope", type=click.Choice([s.value for s in UnsubscribeScope], **CHOICE), help="ORG_SETTINGS_CHANGED.")
 @click.option("--user-opt-out-scope", type=click.Choice([s.value for s in UserOptOutScope], **CHOICE), help="ORG_SETTINGS_CHANGED.")
 @click.pass_obj
-def event_command(settings: Settings, **options: object) -> None:
+def event_command(settings: Settings, /, **options: object) -> None:
     """Publish one preference event to preferences.changed (checked by the applier's rules first)."""
     event = build_event(**options)  # type: ignore[arg-type]
     rules = PreferenceRules(default_phone_region=settings.state.default_phone_region)

@@ -291,12 +291,14 @@ def _value_text(fact: dict[str, Any]) -> str:
         return "absent (defaults: unsubscribe DOMAIN, user opt-out USER)" if kind == "ORG_SETTINGS" else "absent"
     if not isinstance(value, (dict, list)) or (isinstance(value, dict) and "undecodable" in value):
         return f"undecodable: {fact['raw']!r}"
+    if kind == "EMAIL_UNSUBSCRIBES":
+        return "\n".join(f"{u['occurred_at_iso']} domain={u['domain'] or '-'} → scope {u['scope_in_force']}" for u in value)
+    if not isinstance(value, dict):
+        return f"present: {fact['raw']!r}"
     if kind in ("SILENCED", "OK_TO_EMAIL"):
         return f"{'true' if value['value'] else 'false'} since {value['occurred_at_iso']} (event {value['event_id']})"
     if kind == "SMS_CONSENT":
         return _sms_consent_text(value)
-    if kind == "EMAIL_UNSUBSCRIBES":
-        return "\n".join(f"{u['occurred_at_iso']} domain={u['domain'] or '-'} → scope {u['scope_in_force']}" for u in value)
     if kind == "ORG_SETTINGS":
         current = value["current"]
         lines = [f"now: unsubscribe {current['unsubscribe_scope']}, user opt-out {current['user_opt_out_scope']}"]

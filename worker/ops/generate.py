@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import click
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -127,7 +127,7 @@ def generate_events(
     kinds = list(mix)
     cumulative = list(itertools.accumulate(mix.values()))
     for i in range(count):
-        base = {"event_id": f"ev-{seed}-{i}", "occurred_at": base_time_ms + i}
+        base: dict[str, Any] = {"event_id": f"ev-{seed}-{i}", "occurred_at": base_time_ms + i}
         if rng.random() < invalid_share:
             base["event_id"] += INVALID_SUFFIX
             yield _invalid_event(world, rng, base, opted_out)
@@ -145,7 +145,7 @@ def _contact_with(world: World, rng: random.Random, field: str) -> Contact | Non
 
 
 def _valid_event(
-    world: World, rng: random.Random, base: dict, kind: PreferenceEventType, opted_in: _Pool, opted_out: _Pool
+    world: World, rng: random.Random, base: dict[str, Any], kind: PreferenceEventType, opted_in: _Pool, opted_out: _Pool
 ) -> PreferenceEvent:
     h = rng.getrandbits(32)
     if kind is T.SMS_OPT_OUT:
@@ -176,7 +176,7 @@ def _valid_event(
         else:
             org = contact.org
             email = raw_email(contact.email, h)  # type: ignore[arg-type]
-            fields: dict = {"org_id": org.org_id, "type": kind, "email": email}
+            fields: dict[str, Any] = {"org_id": org.org_id, "type": kind, "email": email}
             if kind is T.EMAIL_OPT_OUT_USER:
                 fields.update(source=Src.USER, user_id=rng.choice(org.users))
             elif kind is T.EMAIL_OPT_OUT_ORGANIZATION:
@@ -198,7 +198,7 @@ def _valid_event(
     return PreferenceEvent(**base, **fields)
 
 
-def _invalid_event(world: World, rng: random.Random, base: dict, opted_out: _Pool) -> PreferenceEvent:
+def _invalid_event(world: World, rng: random.Random, base: dict[str, Any], opted_out: _Pool) -> PreferenceEvent:
     contact = world.contact(rng.randrange(world.contact_count))
     org_id = contact.org.org_id
     reason = rng.choice(INVALID_KINDS)

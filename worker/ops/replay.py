@@ -66,6 +66,7 @@ from worker.codec.errors import DecodeError
 from worker.config import Settings
 from worker.errors import ExitCode, FatalError, SendgateError, ServiceUnreachable
 from worker.kafka.clients import idempotent_producer_config
+from worker.kafka.messages import header
 from worker.models import SendRequest, SuppressionReason
 from worker.ops.explain import LiveState
 from worker.ops.replay_ledger import LedgerEntry, ReplayLedger
@@ -299,7 +300,7 @@ class Replayer:
                 self.summary.unconfirmed_this_run += 1
                 continue
             replayed_at = int(time.time() * 1000)
-            headers = [
+            headers: list[tuple[str, str | bytes | None]] = [
                 (REPLAY_OF_HEADER, position(candidate.message).encode()),
                 (REPLAYED_AT_HEADER, str(replayed_at).encode()),
                 (REPLAY_TOKEN_HEADER, candidate.claim.token.encode()),
@@ -336,7 +337,9 @@ class Replayer:
             error = failure.args[0]
             raise ServiceUnreachable(f"producing to {self._topics.requested} failed: {error}") from failure
 
-    def _produce(self, producer: Producer, key: bytes | None, value: bytes, headers: list, on_delivery: Any) -> None:
+    def _produce(
+        self, producer: Producer, key: bytes | None, value: bytes, headers: list[tuple[str, str | bytes | None]], on_delivery: Any
+    ) -> None:
         while True:
             try:
                 producer.produce(self._topics.requested, key=key, value=value, headers=headers, on_delivery=on_delivery)
@@ -357,7 +360,7 @@ class Replayer:
         # open transaction must not hide them.
         with TopicWindow(self._settings, self._topics.requested, since_ms=since, committed=False) as window:
             for message in window:
-                token = _header(message, REPLAY_TOKEN_HEADER)
+                token = header(message, REPLAY_TOKEN_HEADER)
                 if token in pending and token not in found:
                     found[token] = f"{message.partition()}:{message.offset()}"
                     if len(found) == len(pending):
@@ -384,11 +387,6 @@ class Replayer:
         self._stale.clear()
 
 
-def _header(message: Message, name: str) -> str | None:
-    for key, value in message.headers() or []:
-        if key == name and value is not None:
-            return value.decode(errors="replace")
-    return None
 
 
 # -- output ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 import click
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
@@ -32,6 +32,7 @@ from confluent_kafka.admin import OffsetSpec
 from worker.config import Settings
 from worker.errors import ConfigurationError, KafkaFatal, ServiceUnreachable
 from worker.kafka.admin import admin_client
+from worker.kafka.messages import partition_offset
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,13 @@ def parse_duration(text: str) -> int:
     return millis
 
 
-class TimeParam(click.ParamType):
+if TYPE_CHECKING:
+    _MillisParam = click.ParamType[int]  # generic in the click the type checker sees
+else:
+    _MillisParam = click.ParamType  # and not subscriptable in every click pyproject admits
+
+
+class TimeParam(_MillisParam):
     """A point in time on the command line (epoch ms or ISO-8601); bad input is a usage error (exit 2)."""
 
     name = "TIME"
@@ -89,7 +96,7 @@ class TimeParam(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class DurationParam(click.ParamType):
+class DurationParam(_MillisParam):
     """A duration on the command line (``30d``, ``12h``, ``90m``, ``600s``), as milliseconds."""
 
     name = "DURATION"
@@ -293,25 +300,26 @@ class TopicWindow:
                     f"(partitions {sorted(pending)} unfinished)"
                 )
             for message in messages:
-                partition = message.partition()
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         # At the stable offset: transaction markers may fill the rest of the range.
-                        if message.offset() >= self.ranges[partition][1]:
+                        partition, offset = partition_offset(message)
+                        if offset >= self.ranges[partition][1]:
                             self._finish(partition, pending)
                         continue
                     if error.fatal():
                         raise KafkaFatal(f"reading {self.topic}: {error}")
                     logger.warning("consumer error while reading a window", extra={"topic": self.topic, "error": str(error)})
                     continue
+                partition, offset = partition_offset(message)
                 if partition not in pending:
                     continue
                 end = self.ranges[partition][1]
-                if message.offset() >= end:
+                if offset >= end:
                     self._finish(partition, pending)
                     continue
-                if message.offset() + 1 >= end:
+                if offset + 1 >= end:
                     self._finish(partition, pending)
                 yield message
 

@@ -17,7 +17,7 @@ import itertools
 import json
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 from worker.models import (
     Category,
@@ -356,7 +356,7 @@ class BenchPlan:
         counter = itertools.count()
         seed = self.seed
 
-        def base() -> dict:
+        def base() -> dict[str, Any]:
             n = next(counter)
             return {"event_id": f"be-{seed}-{n}", "occurred_at": base_time_ms + n}
 
@@ -387,7 +387,7 @@ class BenchPlan:
                 yield self._invalid(invalid, position // _INVALID_EVERY, o.contact, last_phone)
         for position in range(self.opt_outs, self.opt_outs + self.contact_facts):
             kind, contact = self.contact_fact(position)
-            fields: dict = {"org_id": contact.org.org_id, "contact_id": contact.contact_id}
+            fields: dict[str, Any] = {"org_id": contact.org.org_id, "contact_id": contact.contact_id}
             if kind == "silenced":
                 fields.update(source=Src.USER, type=T.CONTACT_SILENCED)
             elif kind == "dnc":
@@ -403,7 +403,7 @@ class BenchPlan:
             )
 
     @staticmethod
-    def _invalid(base: dict, n: int, contact: Contact, last_phone: tuple[str, str] | None) -> PreferenceEvent:
+    def _invalid(base: dict[str, Any], n: int, contact: Contact, last_phone: tuple[str, str] | None) -> PreferenceEvent:
         org_id = contact.org.org_id
         kind = INVALID_KINDS[n % len(INVALID_KINDS)]
         if kind is RejectionReason.IRREVERSIBLE and last_phone is not None:

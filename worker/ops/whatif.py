@@ -35,6 +35,7 @@ from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
 from worker.config import Settings
 from worker.gate.outputs import PRIMARY_REASON_HEADER
+from worker.kafka.messages import header
 from worker.models import SendRequest, SuppressionReason
 from worker.ops.explain import LiveState
 from worker.ops.tables import echo_json, progress_bar
@@ -209,9 +210,9 @@ class WhatIf:
             return ALLOWED
         if topic == topics.dead_letter:
             return DEAD_LETTER
-        for name, value in message.headers() or []:
-            if name == PRIMARY_REASON_HEADER and value:
-                return SUPPRESSED_PREFIX + value.decode(errors="replace")
+        primary = header(message, PRIMARY_REASON_HEADER)
+        if primary:
+            return SUPPRESSED_PREFIX + primary
         try:
             return SUPPRESSED_PREFIX + str(self._codec.decode("SuppressedSend", message.value())["primary_reason"])
         except DecodeError:

@@ -123,7 +123,7 @@ def _contact_keys(org: str, contact_id: str) -> tuple[FactKey, ...]:
 
 def _email_keys(org: str, to: str, user_id: str, sender_domain: str | None) -> tuple[FactKey, ...]:
     address = (to,)
-    keys = (
+    keys: tuple[FactKey, ...] = (
         _new(FactKey, (org, _EMAIL_ORG, address)),
         _new(FactKey, (org, _EMAIL_USER, (to, user_id))),
         _new(FactKey, (org, _EMAIL_ANY_USER, address)),

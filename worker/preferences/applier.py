@@ -20,6 +20,7 @@ from worker.config import Settings
 from worker.errors import KafkaFatal, RetryableError, StateUnavailable
 from worker.health import Health
 from worker.kafka.offsets import CommittedEndOffsets
+from worker.kafka.messages import partition_offset
 from worker.metrics import Metrics
 from worker.models import PreferenceEvent, RejectionReason
 from worker.policy.events import PreferenceBatch, PreferenceRules
@@ -199,15 +200,15 @@ class PreferenceApplier:
             if error is not None:
                 self._raise_kafka_error(error)
                 continue
-            partition = message.partition()
+            partition, offset = partition_offset(message)
             if partition not in self._expected:
                 continue  # revoked while the batch was in flight: its new owner applies it
-            progress[partition] = message.offset() + 1
+            progress[partition] = offset + 1
             try:
                 decoded.append((message, self._codec.decode_preference_event(message.value())))
             except (DecodeError, KeyError, ValueError, TypeError) as exc:
                 undecodable.append(
-                    Rejection(key=message.key(), reason=RejectionReason.UNDECODABLE, detail=_describe(exc), raw=message.value(), at=_position(message))
+                    Rejection(key=message.key(), reason=RejectionReason.UNDECODABLE, detail=_describe(exc), raw=message.value(), at=partition_offset(message))
                 )
                 logger.warning(
                     "undecodable preference event rejected",
@@ -221,7 +222,7 @@ class PreferenceApplier:
             raise GenerationLost("the store's generation changed while applying a batch")
         outcome = batch.apply(snapshot.facts)
         rejections = undecodable + [
-            Rejection(key=decoded[i][0].key(), reason=reason, detail=detail, event=decoded[i][1], at=_position(decoded[i][0]))
+            Rejection(key=decoded[i][0].key(), reason=reason, detail=detail, event=decoded[i][1], at=partition_offset(decoded[i][0]))
             for i, reason, detail in outcome.rejections
         ]
         self._rejections.write(self._not_yet_published(consumer, rejections))
@@ -335,10 +336,6 @@ class PreferenceApplier:
         if error.fatal() or error.code() == KafkaError._FATAL:
             raise KafkaFatal(f"applier consumer: {error}")
         logger.warning("applier consumer error", extra={"error": str(error)})
-
-
-def _position(message: Message) -> tuple[int, int]:
-    return (message.partition(), message.offset())
 
 
 def _describe(exc: Exception) -> str:

@@ -1,0 +1,45 @@
+"""Reading consumed messages: headers and positions, typed once.
+
+A message a consumer returned without an error always has a partition and an
+offset; librdkafka's stubs say ``Optional`` because produced messages may not.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import Message
+
+
+def partition_offset(message: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed message."""
+    partition, offset = message.partition(), message.offset()
+    if partition is None or offset is None:
+        raise ValueError("a message without a partition or offset was not consumed")
+    return partition, offset
+
+
+def header(message: Message, name: str) -> str | None:
+    """The first header ``name`` as text ("" when it has no value), or ``None`` when absent."""
+    for key, value in _header_items(message):
+        if key == name:
+            return value.decode(errors="replace") if value is not None else ""
+    return None
+
+
+def headers_text(message: Message) -> dict[str, str]:
+    """Every header as text; the last one of a repeated name wins."""
+    return {key: (value or b"").decode(errors="replace") for key, value in _header_items(message)}
+
+
+def _header_items(message: Message) -> list[tuple[str, bytes | None]]:
+    headers = message.headers()
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return [(key, _bytes(value)) for key, value in headers.items()]
+    return [(key, _bytes(value)) for key, value in headers]
+
+
+def _bytes(value: object) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode()
