@@ -1,0 +1,164 @@
+"""The preference applier's run loop on an in-memory store and fake Kafka: no services needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.kafka_fakes import FakeConsumer, FakeEndOffsets, FakeTopic
+from tests.unit.policy_fakes import event
+from worker.codec import AvroCodec
+from worker.config import Settings
+from worker.errors import StateUnavailable
+from worker.metrics import Metrics
+from worker.models import Category, Channel, PreferenceEvent, RejectionReason, SendRequest, SuppressionReason
+from worker.models import PreferenceEventType as T
+from worker.policy.decision import DecisionPolicy
+from worker.preferences.applier import PreferenceApplier
+from worker.preferences.rejections import Rejection
+from worker.runtime import StopSignal
+from worker.state.memory_store import MemoryStateStore
+
+SETTINGS = Settings()
+CODEC = AvroCodec.from_settings(SETTINGS)
+ORG = "org-loop"
+
+
+class RecordedRejections:
+    def __init__(self) -> None:
+        self.written: list[Rejection] = []
+
+    def write(self, rejections: list[Rejection]) -> None:
+        self.written.extend(rejections)
+
+    def reasons(self) -> list[RejectionReason]:
+        return sorted((r.reason for r in self.written), key=lambda r: r.value)
+
+
+class CommitFailsOnce(MemoryStateStore):
+    """Redis going away between the rejections and the commit of one batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def commit(self, **kwargs: Any):  # type: ignore[no-untyped-def]
+        if self.failures == 0 and kwargs["writes"]:
+            self.failures += 1
+            raise StateUnavailable("Redis: connection reset (injected)")
+        return super().commit(**kwargs)
+
+
+class Setup:
+    def __init__(self, store: MemoryStateStore | None = None, partitions: int = 2) -> None:
+        self.topic = FakeTopic(SETTINGS.topics.preferences, partitions)
+        self.group_offsets: dict[int, int] = {}
+        self.store = store or MemoryStateStore()
+        self.consumers: list[FakeConsumer] = []
+        self.rejections = RecordedRejections()
+        self.metrics = Metrics()
+
+    def produce(self, ev: PreferenceEvent, *, partition: int = 0, key: str | None = None) -> None:
+        value = CODEC.encode("PreferenceEvent", ev.to_record())
+        self.topic.append(partition, (key if key is not None else ev.kafka_key()).encode(), value)
+
+    def produce_raw(self, value: bytes, *, partition: int = 0) -> None:
+        self.topic.append(partition, b"raw", value)
+
+    def consumer(self) -> FakeConsumer:
+        consumer = FakeConsumer(self.topic, self.group_offsets)
+        self.consumers.append(consumer)
+        return consumer
+
+    def run(self) -> PreferenceApplier:
+        applier = PreferenceApplier(
+            settings=SETTINGS,
+            store=self.store,
+            codec=CODEC,
+            consumer_factory=self.consumer,  # type: ignore[arg-type]
+            rejection_writer=self.rejections,  # type: ignore[arg-type]
+            end_offsets=FakeEndOffsets(self.topic),  # type: ignore[arg-type]
+            metrics=self.metrics,
+            stop=StopSignal(),
+        )
+        applier.run(idle_exit_seconds=0.3)
+        return applier
+
+    def decide(self, request: SendRequest) -> tuple[SuppressionReason, ...]:
+        policy = DecisionPolicy()
+        prepared = policy.prepare(request)
+        return policy.decide(prepared, self.store.read(prepared.keys).facts).reasons
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def email_to(address: str) -> SendRequest:
+    return SendRequest("m", ORG, "u1", "c1", Channel.EMAIL, Category.MARKETING, address, "agent@lender.example", 0)
+
+
+def test_a_batch_with_poison_applies_the_valid_events_and_rejects_the_rest() -> None:
+    setup = Setup()
+    setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email="out@example.com"))
+    setup.produce_raw(b"\x00\x00\x00\x00\x02garbage")
+    setup.produce(event(T.SMS_OPT_OUT, org=ORG, phone="+14155550100"), partition=1)
+    setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email="not an address"), partition=1)
+    applier = setup.run()
+
+    assert setup.decide(email_to("out@example.com")) == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)
+    assert setup.rejections.reasons() == [
+        RejectionReason.INVALID_ADDRESS, RejectionReason.SMS_NOT_OPTED_IN, RejectionReason.UNDECODABLE,
+    ]
+    status = setup.store.status()
+    assert status.ready and status.progress == setup.topic.ends() == {0: 2, 1: 2}
+    assert setup.group_offsets == {0: 2, 1: 2}
+    assert applier.progress.events_applied == 1 and applier.progress.events_rejected == 3
+    assert setup.sample("sendgate_preference_events_total", type="UNDECODABLE", result="rejected") == 1
+
+
+def test_a_failed_commit_pauses_then_applies_every_event_exactly_once() -> None:
+    setup = Setup(store=CommitFailsOnce())
+    for i in range(5):
+        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email=f"o{i}@example.com"), partition=i % 2)
+    opt_out = event(T.SMS_OPT_OUT, org=ORG, phone="+14155550100")
+    setup.produce(opt_out)
+    applier = setup.run()
+
+    assert setup.store.failures == 1  # type: ignore[attr-defined]
+    assert setup.sample("sendgate_state_errors_total", kind="StateUnavailable") == 1
+    assert len(setup.consumers) == 2, "the batch is consumed again from the store's progress by a new consumer"
+    for i in range(5):
+        assert setup.decide(email_to(f"o{i}@example.com")) == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)
+    assert setup.store.status().progress == setup.topic.ends()
+    assert applier.progress.events_applied == 5
+    # Published before the failed commit and again with the batch applied anew: at least once.
+    assert [r.event.event_id for r in setup.rejections.written if r.event] == [opt_out.event_id] * 2
+
+
+def test_a_rebuild_neither_republishes_rejections_nor_moves_the_group_offsets_back() -> None:
+    setup = Setup()
+    setup.produce(event(T.SMS_OPT_OUT, org=ORG, phone="+14155550100"))
+    setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email="kept@example.com"))
+    setup.run()
+    assert len(setup.rejections.written) == 1
+
+    setup.store.flush()  # FLUSHALL: the applier rebuilds from the start of the topic
+    setup.produce(event(T.SMS_OPT_OUT, org=ORG, phone="+14155550101"))
+    applier = setup.run()
+
+    assert applier.progress.rebuilds == 1
+    assert setup.decide(email_to("kept@example.com")) == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)
+    assert len(setup.rejections.written) == 2, "only the new event's rejection is published"
+    for consumer in setup.consumers:
+        offsets = [offset for partition, offset in consumer.commits if partition == 0]
+        assert offsets == sorted(offsets), "a rebuild never commits the group back"
+    assert setup.group_offsets[0] == 3
+
+
+def test_an_event_keyed_other_than_by_its_normalised_subject_is_applied_and_counted() -> None:
+    setup = Setup()
+    setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email="Jane@Example.com"), key=f"{ORG}:Jane@Example.com")
+    setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email="bob@example.com"))
+    setup.run()
+
+    assert setup.decide(email_to("jane@example.com")) == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)
+    assert setup.sample("sendgate_preference_events_miskeyed_total", type="EMAIL_OPT_OUT_ORGANIZATION") == 1
