@@ -3,7 +3,8 @@
 * retriable → the same call again (bounded);
 * abortable (``txn_requires_abort``) → :class:`TransactionAborted`: the caller
   aborts and rewinds to the committed offsets;
-* fenced → :class:`~worker.errors.ProducerFenced`; other fatal → :class:`~worker.errors.KafkaFatal`.
+* fenced → :class:`~worker.errors.ProducerFenced` (exit 10); other fatal →
+  :class:`~worker.kafka.recovery.ProducerFatal`: the gate rebuilds its producer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Callable, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.errors import ExitCode, KafkaFatal, ProducerFenced, RetryableError
+from worker.errors import ExitCode, ProducerFenced, RetryableError
+from worker.kafka.recovery import ProducerFatal
 from worker.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def classify(exc: KafkaException, *, what: str, metrics: Metrics) -> Exception:
     if error.code() in FENCED_CODES:
         return ProducerFenced(f"{what}: fenced by a newer instance ({error})")
     if error.fatal():
-        return KafkaFatal(f"{what}: fatal Kafka error ({error})")
+        return ProducerFatal(f"{what}: fatal Kafka error ({error})")
     if error.retriable() and not error.txn_requires_abort():
         return RetriableKafkaError(f"{what}: {error}")
     return TransactionAborted(f"{what}: {error}")

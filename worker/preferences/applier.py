@@ -17,8 +17,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
 from worker.config import Settings
-from worker.errors import KafkaFatal, RetryableError, StateUnavailable
+from worker.errors import RetryableError, StateUnavailable
 from worker.health import Health
+from worker.kafka.recovery import ConsumerFatal, RecoveryBudget
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.metrics import Metrics
 from worker.models import PreferenceEvent, RejectionReason
@@ -81,6 +82,9 @@ class PreferenceApplier:
         self._generation: str | None = None
         self._expected: dict[int, int] = {}
         self._resync_requested = False
+        self._recoveries = RecoveryBudget(
+            limit=settings.kafka.recoveries_max, window=settings.kafka.recovery_window_seconds, metrics=metrics, worker="applier"
+        )
 
     def run(self, *, until_ready: bool = False, idle_exit_seconds: float | None = None) -> ApplierProgress:
         """Run until stopped; ``until_ready`` returns once the store is ready (rebuilds)."""
@@ -284,7 +288,13 @@ class PreferenceApplier:
     def _raise_kafka_error(self, error: KafkaError) -> None:
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
         if error.fatal() or error.code() == KafkaError._FATAL:
-            raise KafkaFatal(f"applier consumer: {error}")
+            # A dead consumer (e.g. a static member fenced by its own rejoin after a
+            # broker restart): a new one with the same instance id, from the store's
+            # progress. Nothing in the store depends on the group, so there is no
+            # zombie to tell apart; the budget ends a consumer that keeps dying (exit 11).
+            cause = ConsumerFatal(f"applier consumer: {error}")
+            self._recoveries.spend(client="consumer", cause=cause)
+            raise _Resync(str(cause)) from cause
         logger.warning("applier consumer error", extra={"error": str(error)})
 
 
