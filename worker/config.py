@@ -45,9 +45,9 @@ class KafkaSettings(BaseModel):
     """client.id reported to the brokers."""
     extra: dict[str, str] = Field(default_factory=dict)
     """Extra librdkafka properties as JSON, e.g. {"socket.keepalive.enable": "true"}."""
-    recoveries_max: int = Field(default=10, ge=0)
+    recoveries_max: int = Field(default=20, ge=0)
     """Most in-process rebuilds of a worker's dead Kafka clients (a fatal transactional producer, a consumer fenced by its own rejoin) within the window; one more exits 11."""
-    recovery_window_seconds: float = Field(default=300.0, gt=0)
+    recovery_window_seconds: float = Field(default=60.0, gt=0)
     """Window of the Kafka client rebuild bound."""
 
     def common_config(self) -> dict[str, Any]:

@@ -159,7 +159,12 @@ class Gate:
                     and now - last_message_at >= idle_exit_seconds
                 ):
                     break
-            self._finish()
+            try:
+                self._finish()
+            except (ProducerFatal, ConsumerFatal) as exc:
+                # Stopping anyway: what is open is aborted by the next init_transactions
+                # of this instance id (or its transaction timeout) and consumed again.
+                logger.warning("could not commit on the way out; consumed again on restart", extra={"cause": str(exc)})
         finally:
             self._reads.shutdown(wait=False, cancel_futures=True)
             self._consumer.close()
@@ -177,9 +182,14 @@ class Gate:
         self._metrics.batch_phase.labels(phase="consume").observe(time.perf_counter() - started)
         if self._in_flight_dropped:
             # A rebalance dropped the batch in flight during consume(): what it
-            # held, and what this call returned after it, is consumed again.
+            # held, and what this call returned after it, is consumed again. An
+            # error among them may be the consumer's death notice (a static
+            # member fenced as the broker came back), which is given only once.
             self._in_flight_dropped = False
-            self._rewind()
+            for message in messages:
+                if message.error() is not None:
+                    self._accept(message)
+            self._rewind_or_raise("a dropped batch")
             return True
         messages = [m for m in messages if self._accept(m)]
         batch = self._start(messages) if messages else None
@@ -481,14 +491,25 @@ class Gate:
         self._abort()
         paused_at = time.monotonic()
         try:
-            self._rewind()
-        except KafkaException as exc:
-            # Going on from the consumer's position would skip the aborted
-            # records; a new consumer starts from the committed offsets.
-            raise ConsumerFatal(f"rewind after an abort failed: {exc}") from exc
+            self._rewind_or_raise("an abort")
         finally:
             self._stop.wait(delay)
             self._metrics.fail_closed_seconds.inc(time.monotonic() - paused_at)
+
+    def _rewind_or_raise(self, after: str) -> None:
+        """Rewind, or raise: going on from the consumer's position would skip what was aborted.
+
+        A retryable failure (the coordinator is moving, as a broker stops) is
+        retried through the fail-closed pause; a dead consumer is re-created,
+        and a new consumer starts from the committed offsets.
+        """
+        try:
+            self._rewind()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is not None and (error.fatal() or error.code() == KafkaError._FATAL):
+                raise ConsumerFatal(f"rewind after {after}: {error}") from exc
+            raise TransactionAborted(f"rewind after {after} failed, retrying: {exc}") from exc
 
     # -- in-process recovery of dead Kafka clients ----------------------------
     def _recover(self, cause: RetryableError | ProducerFatal | ConsumerFatal) -> None:
@@ -538,10 +559,7 @@ class Gate:
             dead.purge(in_queue=True, in_flight=True, blocking=False)  # nothing of it may still be sent
         close_in_background(dead, "producer")
         init_transactions_until_ready(self._producer, metrics=self._metrics, stop=self._stop)
-        try:
-            self._rewind()
-        except KafkaException as exc:
-            raise ConsumerFatal(f"rewind after a producer rebuild failed: {exc}") from exc
+        self._rewind_or_raise("a producer rebuild")
 
     def _recreate_consumer(self, cause: ConsumerFatal) -> None:
         """A new consumer with our instance id, after making sure no other live gate holds it.
