@@ -45,6 +45,7 @@ MASKED_DETAIL_LIMIT = 300
 IDLE_READINESS_INTERVAL_SECONDS = 1.0
 SEND_OFFSETS_TIMEOUT_SECONDS = 10.0
 COMMIT_TIMEOUT_SECONDS = 20.0
+ABORT_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -456,17 +457,29 @@ class Gate:
     def _abort(self) -> None:
         if self._in_transaction:
             try:
-                call_kafka(
-                    lambda: self._producer.abort_transaction(COMMIT_TIMEOUT_SECONDS),
-                    what="abort_transaction",
-                    metrics=self._metrics,
-                    timeout=COMMIT_TIMEOUT_SECONDS,
-                )
+                call_kafka(self._abort_or_replace, what="abort_transaction", metrics=self._metrics, timeout=ABORT_TIMEOUT_SECONDS)
             finally:
                 self._in_transaction = False
             self.progress.aborted_transactions += 1
             self._metrics.transactions.labels(result="aborted").inc()
         self._next_offsets.clear()
+
+    def _abort_or_replace(self) -> None:
+        """abort_transaction, or ProducerFatal when it cannot finish in time.
+
+        An abort first waits for every outstanding produce request; with the
+        broker restarting (and stale broker handles, see worker/kafka/clients.py)
+        that took the whole timeout and more, while the partitions stood
+        still. A rebuilt producer's init_transactions aborts the transaction
+        on the coordinator as soon as it answers.
+        """
+        try:
+            self._producer.abort_transaction(ABORT_TIMEOUT_SECONDS)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError._TIMED_OUT:
+                raise ProducerFatal(f"abort_transaction did not finish within {ABORT_TIMEOUT_SECONDS:g} s ({error})") from exc
+            raise
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
