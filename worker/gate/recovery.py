@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 INIT_ATTEMPT_SECONDS = 10.0
 INIT_DEADLINE_SECONDS = 120.0
-PROBE_TIMEOUT_SECONDS = 10.0
+PROBE_TIMEOUT_SECONDS = 5.0
 
 
 def init_transactions_until_ready(producer: Producer, *, metrics: Metrics, stop: StopSignal) -> None:
