@@ -272,7 +272,7 @@ class ExitWatch:
             raise AssertionError(f"workers exited, nothing can be decided any more: {self._measured.worker_exits}\n{self.post_mortem()}")
 
     def post_mortem(self) -> str:
-        """Fatal errors and recoveries the workers logged, and where each live gate is stuck."""
+        """Fatal errors and recoveries the workers logged, and where each live worker is (its stack, via SIGABRT)."""
         workers = [self._applier, *self._fleet]
         fatal = [
             f"  {worker.name}: {line[:300]}"
@@ -280,7 +280,11 @@ class ExitWatch:
             for line in worker.logs().splitlines()
             if "FATAL" in line or "fenced" in line or "rebuilding" in line
         ]
-        return "fatal errors and rebuilds in the workers' logs:\n" + "\n".join(fatal[-30:] or ["  none"])
+        stacks = [f"  {worker.name} (alive):\n{worker.dump_stack()}" for worker in workers if worker.alive]
+        return (
+            "fatal errors and rebuilds in the workers' logs:\n" + "\n".join(fatal[-30:] or ["  none"])
+            + "\nwhere the live workers were (SIGABRT stack dumps):\n" + "\n".join(stacks or ["  none"])
+        )
 
 
 def recoveries_logged(workers: list[WorkerProcess]) -> dict[str, int]:

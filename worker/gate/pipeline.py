@@ -46,6 +46,10 @@ IDLE_READINESS_INTERVAL_SECONDS = 1.0
 SEND_OFFSETS_TIMEOUT_SECONDS = 5.0
 COMMIT_TIMEOUT_SECONDS = 20.0
 ABORT_TIMEOUT_SECONDS = 5.0
+COMMITTED_TIMEOUT_SECONDS = 5.0
+# Consecutive rewinds timing out before the consumer is taken for one that lost
+# its group coordinator for good (see _rewind_or_raise).
+REWIND_TIMEOUTS_BEFORE_RECREATE = 2
 
 
 @dataclass
@@ -110,6 +114,7 @@ class Gate:
         # Same identity as the first pair (instance id, transactional id), for in-process rebuilds.
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
+        self._rewind_timeouts = 0
         self._recoveries = RecoveryBudget(
             limit=settings.kafka.recoveries_max if consumer_factory and producer_factory else 0,
             window=settings.kafka.recovery_window_seconds,
@@ -486,7 +491,7 @@ class Gate:
         assignment = self._consumer.assignment()
         if not assignment:
             return
-        for tp in self._consumer.committed(assignment, timeout=10):
+        for tp in self._consumer.committed(assignment, timeout=COMMITTED_TIMEOUT_SECONDS):
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING
             self._consumer.seek(tp)
@@ -515,6 +520,13 @@ class Gate:
         A retryable failure (the coordinator is moving, as a broker stops) is
         retried through the fail-closed pause; a dead consumer is re-created,
         and a new consumer starts from the committed offsets.
+
+        After a single-node broker restart a consumer can stay without a group
+        coordinator ("broker -1") while the broker serves everyone else: its
+        committed() times out again and again, its session times out and its
+        rejoin never starts (librdkafka #5511: a coordinator request waits for
+        a broker state change that does not come). A new consumer looks the
+        coordinator up afresh, so repeated timeouts re-create it too.
         """
         try:
             self._rewind()
@@ -522,7 +534,13 @@ class Gate:
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if error is not None and (error.fatal() or error.code() == KafkaError._FATAL):
                 raise ConsumerFatal(f"rewind after {after}: {error}") from exc
+            if error is not None and error.code() == KafkaError._TIMED_OUT:
+                self._rewind_timeouts += 1
+                if self._rewind_timeouts >= REWIND_TIMEOUTS_BEFORE_RECREATE:
+                    self._rewind_timeouts = 0
+                    raise ConsumerFatal(f"rewind after {after}: committed offsets timed out {REWIND_TIMEOUTS_BEFORE_RECREATE} times in a row") from exc
             raise TransactionAborted(f"rewind after {after} failed, retrying: {exc}") from exc
+        self._rewind_timeouts = 0
 
     # -- in-process recovery of dead Kafka clients ----------------------------
     def _recover(self, cause: RetryableError | ProducerFatal | ConsumerFatal) -> None:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 IDLE_PROGRESS_INTERVAL_SECONDS = 0.2
 LAG_INTERVAL_SECONDS = 1.0
+UNASSIGNED_CHECK_SECONDS = 10.0
+COORDINATOR_PROBE_SECONDS = 3.0
 
 
 @dataclass
@@ -137,6 +139,7 @@ class PreferenceApplier:
         last_message_at = time.monotonic()
         last_idle_progress = 0.0
         last_lag = 0.0
+        assigned_seen_at = time.monotonic()
         try:
             while not self._stop.is_set:
                 if until_ready and self.progress.status.ready:
@@ -158,6 +161,11 @@ class PreferenceApplier:
                 if now - last_lag >= LAG_INTERVAL_SECONDS:
                     self._observe_lag()
                     last_lag = now
+                    if consumer.assignment():
+                        assigned_seen_at = now
+                    elif now - assigned_seen_at >= UNASSIGNED_CHECK_SECONDS:
+                        self._raise_if_coordinator_lost(consumer)
+                        assigned_seen_at = now
             return True
         finally:
             consumer.close()
@@ -284,6 +292,21 @@ class PreferenceApplier:
             return
         applied = self.progress.status.progress
         self._metrics.preference_lag.set(sum(max(0, end - applied.get(p, 0)) for p, end in ends.items()))
+
+    def _raise_if_coordinator_lost(self, consumer: Consumer) -> None:
+        """A consumer without partitions for a while that cannot reach its group coordinator is re-created.
+
+        After a broker restart a consumer can stay without a coordinator
+        while the broker serves everyone else (librdkafka #5511), so it never
+        rejoins; an applier with no partitions because others hold them all
+        answers committed() at once and is left alone.
+        """
+        try:
+            consumer.committed([TopicPartition(self._topic, 0)], timeout=COORDINATOR_PROBE_SECONDS)
+        except KafkaException as exc:
+            cause = ConsumerFatal(f"applier consumer without partitions and without a coordinator: {exc}")
+            self._recoveries.spend(client="consumer", cause=cause)
+            raise _Resync(str(cause)) from cause
 
     def _raise_kafka_error(self, error: KafkaError) -> None:
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
