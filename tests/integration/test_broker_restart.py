@@ -44,7 +44,7 @@ def fill_row(row: report.Row, verdict, measured: Measured, faults: int) -> None:
         + "; ".join(measured.notes[-3:] if len(measured.notes) > 6 else measured.notes)
         + f"; pauses {[round(p, 1) for p in measured.pauses]}",
     )
-    print(f"\n{row.fault}: {row.pause}; {row.note}")  # shown with -s
+    print(f"\n{report.render([row])}")  # shown with -s (make chaos prints every row at the end)
 
 
 def assert_row(verdict, measured: Measured, faults: int) -> None:  # type: ignore[no-untyped-def]
