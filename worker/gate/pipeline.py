@@ -46,7 +46,7 @@ IDLE_READINESS_INTERVAL_SECONDS = 1.0
 SEND_OFFSETS_TIMEOUT_SECONDS = 5.0
 COMMIT_TIMEOUT_SECONDS = 20.0
 ABORT_TIMEOUT_SECONDS = 5.0
-COMMITTED_TIMEOUT_SECONDS = 5.0
+COMMITTED_TIMEOUT_SECONDS = 3.0
 # Consecutive rewinds timing out before the consumer is taken for one that lost
 # its group coordinator for good (see _rewind_or_raise).
 REWIND_TIMEOUTS_BEFORE_RECREATE = 2
