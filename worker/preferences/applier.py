@@ -19,7 +19,7 @@ from worker.codec.errors import DecodeError
 from worker.config import Settings
 from worker.errors import RetryableError, StateUnavailable
 from worker.health import Health
-from worker.kafka.recovery import ConsumerFatal, RecoveryBudget
+from worker.kafka.recovery import ConsumerFatal, RecoveryBudget, close_in_background
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.metrics import Metrics
 from worker.models import PreferenceEvent, RejectionReason
@@ -84,6 +84,7 @@ class PreferenceApplier:
         self._generation: str | None = None
         self._expected: dict[int, int] = {}
         self._resync_requested = False
+        self._consumer_dead = False
         self._recoveries = RecoveryBudget(
             limit=settings.kafka.recoveries_max, window=settings.kafka.recovery_window_seconds, metrics=metrics, worker="applier"
         )
@@ -135,7 +136,15 @@ class PreferenceApplier:
         consumer = self._consumer_factory()
         self._expected = {}
         self._resync_requested = False
-        consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._consumer_dead = False
+
+        # A dead consumer is closed in the background (below); its callbacks must not touch this generation.
+        def current(callback: Callable[[Consumer, list[TopicPartition]], None]) -> Callable[[Consumer, list[TopicPartition]], None]:
+            return lambda c, partitions: callback(c, partitions) if c is consumer else None
+
+        consumer.subscribe(
+            [self._topic], on_assign=current(self._on_assign), on_revoke=current(self._on_revoke), on_lost=current(self._on_revoke)
+        )
         last_message_at = time.monotonic()
         last_idle_progress = 0.0
         last_lag = 0.0
@@ -168,7 +177,10 @@ class PreferenceApplier:
                         assigned_seen_at = now
             return True
         finally:
-            consumer.close()
+            if self._consumer_dead:
+                close_in_background(consumer, "applier-consumer")  # its close can wait on a coordinator it lost
+            else:
+                consumer.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
@@ -305,6 +317,7 @@ class PreferenceApplier:
             consumer.committed([TopicPartition(self._topic, 0)], timeout=COORDINATOR_PROBE_SECONDS)
         except KafkaException as exc:
             cause = ConsumerFatal(f"applier consumer without partitions and without a coordinator: {exc}")
+            self._consumer_dead = True
             self._recoveries.spend(client="consumer", cause=cause)
             raise _Resync(str(cause)) from cause
 
@@ -316,6 +329,7 @@ class PreferenceApplier:
             # progress. Nothing in the store depends on the group, so there is no
             # zombie to tell apart; the budget ends a consumer that keeps dying (exit 11).
             cause = ConsumerFatal(f"applier consumer: {error}")
+            self._consumer_dead = True
             self._recoveries.spend(client="consumer", cause=cause)
             raise _Resync(str(cause)) from cause
         logger.warning("applier consumer error", extra={"error": str(error)})
