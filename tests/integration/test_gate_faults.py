@@ -13,6 +13,7 @@ from tests.integration.support import (
     preference_event,
     produce_events,
     produce_sends,
+    producer,
     read_outputs,
     running_applier,
     running_gate,
@@ -62,9 +63,10 @@ class PacedSends:
 
         def run() -> None:
             started = time.monotonic()
+            client = producer(settings)  # one for the run: a producer per chunk cannot keep the pace
             try:
                 for start in range(0, len(requests), chunk):
-                    produce_sends(settings, codec, requests[start : start + chunk])
+                    produce_sends(settings, codec, requests[start : start + chunk], client)
                     self.produced = min(len(requests), start + chunk)
                     ahead = self.produced / per_second - (time.monotonic() - started)
                     if ahead > 0:
