@@ -6,9 +6,12 @@ and clearly when Kafka or Redis cannot be reached.
 
 from __future__ import annotations
 
+import itertools
+import os
+import socket
 from dataclasses import dataclass
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from worker.codec import AvroCodec
@@ -63,11 +66,14 @@ class Runtime:
 
 def build_applier(runtime: Runtime) -> PreferenceApplier:
     settings = runtime.settings
+    instance_id = applier_instance_id(settings)  # one per applier: every consumer it re-creates keeps it
     return PreferenceApplier(
         settings=settings,
         store=runtime.store(),
         codec=runtime.codec,
-        consumer_factory=lambda: make_consumer(settings, group_id=settings.preferences.group_id),
+        consumer_factory=lambda: make_consumer(
+            settings, group_id=settings.preferences.group_id, **static_member_config(instance_id)
+        ),
         rejection_writer=RejectionWriter(
             producer=Producer(idempotent_producer_config(settings)),
             codec=runtime.codec,
@@ -78,6 +84,24 @@ def build_applier(runtime: Runtime) -> PreferenceApplier:
         stop=runtime.stop,
         health=runtime.health,
     )
+
+
+_appliers_built = itertools.count()
+
+
+def applier_instance_id(settings: Settings) -> str:
+    """The applier's static member id: configured, else host name, process id and a count.
+
+    Static, so that after a broker restart the applier's rejoin replaces its
+    old membership at once instead of waiting out the session timeout (the
+    gates fail closed on the freshness barrier meanwhile). Unique per applier
+    by default because several may share a host, a process (tests) and a
+    group; in a container the worker is pid 1 and builds one applier, so the
+    id is also stable across container restarts.
+    """
+    if settings.preferences.instance_id:
+        return settings.preferences.instance_id
+    return f"{socket.gethostname()}-{os.getpid()}-{next(_appliers_built)}"
 
 
 def gate_transactional_id(settings: Settings) -> str:
@@ -92,12 +116,19 @@ def build_gate(runtime: Runtime) -> Gate:
     settings = runtime.settings
     store = runtime.store()
     store.check()
+
+    def consumer() -> Consumer:
+        return make_consumer(settings, group_id=settings.gate.group_id, **static_member_config(settings.gate.instance_id))
+
+    def producer() -> Producer:
+        return Producer(transactional_producer_config(settings, transactional_id=gate_transactional_id(settings)))
+
     return Gate(
         settings=settings,
-        consumer=make_consumer(
-            settings, group_id=settings.gate.group_id, **static_member_config(settings.gate.instance_id)
-        ),
-        producer=Producer(transactional_producer_config(settings, transactional_id=gate_transactional_id(settings))),
+        consumer=consumer(),
+        producer=producer(),
+        consumer_factory=consumer,
+        producer_factory=producer,
         codec=runtime.codec,
         state=FreshStateReader(
             store=store,

@@ -45,6 +45,10 @@ class KafkaSettings(BaseModel):
     """client.id reported to the brokers."""
     extra: dict[str, str] = Field(default_factory=dict)
     """Extra librdkafka properties as JSON, e.g. {"socket.keepalive.enable": "true"}."""
+    recoveries_max: int = Field(default=20, ge=0)
+    """Most in-process rebuilds of a worker's dead Kafka clients (a fatal transactional producer, a consumer fenced by its own rejoin) within the window; one more exits 11."""
+    recovery_window_seconds: float = Field(default=60.0, gt=0)
+    """Window of the Kafka client rebuild bound."""
 
     def common_config(self) -> dict[str, Any]:
         """The librdkafka properties every client of ours shares."""
@@ -185,10 +189,10 @@ class GateSettings(BaseModel):
     """First pause after a fail-closed abort; doubles up to the maximum."""
     backoff_max_seconds: float = Field(default=5.0, gt=0)
     """Longest pause between fail-closed retries."""
-    dead_letter_burst_max: int = Field(default=1000, ge=1)
-    """Stop (exit 12) when more dead letters than this arrive within the window."""
+    dead_letter_burst_max: int | None = Field(default=None, ge=1)
+    """Opt-in: stop (exit 12) when more dead letters than this arrive within the window; unset: never stop, every poison value is dead-lettered (SPEC 6.5)."""
     dead_letter_burst_window_seconds: float = Field(default=10.0, gt=0)
-    """Window of the dead-letter burst check."""
+    """Window of the opt-in dead-letter burst check."""
     policy_version: str = "2026-11-1"
     """Written into every decision (header and SuppressedSend.policy_version)."""
 
@@ -200,6 +204,8 @@ class PreferenceSettings(BaseModel):
 
     group_id: str = "sendgate-preferences"
     """Consumer group of the appliers (progress itself is kept in Redis)."""
+    instance_id: str | None = None
+    """Static group member id of this applier; unset: host name, process id and a count (unique per applier; stable in a container, where the worker is pid 1). Give each replica a stable name to keep its partitions across restarts."""
     batch_max_messages: int = Field(default=5000, ge=1)
     """Most events applied in one atomic Redis commit."""
     poll_timeout_seconds: float = Field(default=0.05, gt=0)

@@ -61,6 +61,13 @@ class Metrics:
         self.kafka_errors = Counter(
             "sendgate_kafka_errors_total", "Kafka errors seen by the workers, by kind.", ["kind"], registry=r
         )
+        self.kafka_recoveries = Counter(
+            "sendgate_kafka_recoveries_total",
+            "Kafka clients rebuilt in-process instead of exiting (a fatal transactional producer, "
+            "a consumer fenced by its own rejoin), by worker and client.",
+            ["worker", "client"],
+            registry=r,
+        )
         self.state_errors = Counter(
             "sendgate_state_errors_total", "State-store (Redis) errors and not-ready conditions, by kind.", ["kind"], registry=r
         )

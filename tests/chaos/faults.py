@@ -29,6 +29,7 @@ class Measured:
     longest_stall: float = 0.0
     exit_codes: dict[str, list[int]] = field(default_factory=dict)
     effective_faults: int = 0  # faults that landed while records were waiting or in flight
+    worker_exits: list[tuple[str, int]] = field(default_factory=list)  # (worker, exit code): none may exit on its own
     notes: list[str] = field(default_factory=list)
     duration: float = 0.0
 
@@ -247,40 +248,53 @@ def _owns_partitions(gate: WorkerProcess) -> bool:
     return bool(assigned_partitions(gate))
 
 
-class Supervisor:
-    """What Kubernetes does for a gate that exits FENCED or KAFKA_FATAL: start it again (noted).
+class ExitWatch:
+    """No supervisor: notes every worker that exits on its own (each one fails the row) and never restarts it.
 
-    Any other exit fails the run. Called from the test's main thread only (the
-    children die with the thread that started them, see processes.py).
+    Raises at once when no progress is possible any more (the applier or every
+    gate gone); otherwise the run goes on, so the row still counts what was
+    lost or doubled. Called from the test's main thread only.
     """
 
-    RESTARTABLE = (10, 11)  # ExitCode.FENCED, ExitCode.KAFKA_FATAL
-
-    def __init__(self, run: ChaosRun, fleet: list[WorkerProcess], measured: Measured) -> None:
+    def __init__(self, run: ChaosRun, applier: WorkerProcess, fleet: list[WorkerProcess], measured: Measured) -> None:
         self._run = run
+        self._applier = applier
         self._fleet = fleet
         self._measured = measured
 
     def __call__(self) -> None:
-        for gate in self._fleet:
-            code = gate.poll()
-            if code is None:
-                continue
-            assert code in self.RESTARTABLE, f"{gate.name} exited {code}\n{gate.tail()}"
-            self._measured.notes.append(f"{gate.name} exited {code} and was restarted")
-            gate.start()
-        self._run.workers.assert_running()
+        for worker in [self._applier, *self._fleet]:
+            code = worker.poll()
+            if code is not None and not any(name == worker.name for name, _ in self._measured.worker_exits):
+                self._measured.worker_exits.append((worker.name, code))
+                self._measured.notes.append(f"{worker.name} exited {code}")
+        if self._applier.poll() is not None or all(gate.poll() is not None for gate in self._fleet):
+            raise AssertionError(f"workers exited, nothing can be decided any more: {self._measured.worker_exits}\n{self.post_mortem()}")
 
     def post_mortem(self) -> str:
-        """Fatal errors the gates logged, and where each live one is stuck (its stack, via SIGABRT)."""
+        """Fatal errors and recoveries the workers logged, and where each live worker is (its stack, via SIGABRT)."""
+        workers = [self._applier, *self._fleet]
         fatal = [
-            f"  {gate.name}: {line[:300]}"
-            for gate in self._fleet
-            for line in gate.logs().splitlines()
-            if "FATAL" in line or "fenced" in line
+            f"  {worker.name}: {line[:300]}"
+            for worker in workers
+            for line in worker.logs().splitlines()
+            if "FATAL" in line or "fenced" in line or "rebuilding" in line
         ]
-        stacks = [f"  {gate.name} (alive, stuck):\n{gate.dump_stack()}" for gate in self._fleet if gate.alive]
-        return "fatal errors in the gates' logs:\n" + "\n".join(fatal or ["  none"]) + "\nstacks:\n" + "\n".join(stacks or ["  none"])
+        stacks = [f"  {worker.name} (alive):\n{worker.dump_stack()}" for worker in workers if worker.alive]
+        return (
+            "fatal errors and rebuilds in the workers' logs:\n" + "\n".join(fatal[-30:] or ["  none"])
+            + "\nwhere the live workers were (SIGABRT stack dumps):\n" + "\n".join(stacks or ["  none"])
+        )
+
+
+def recoveries_logged(workers: list[WorkerProcess]) -> dict[str, int]:
+    """How often each worker rebuilt a dead Kafka client in-process (its "rebuilding" log lines)."""
+    counts: dict[str, int] = {}
+    for worker in workers:
+        n = sum(1 for line in worker.logs().splitlines() if "Kafka client dead: rebuilding it in-process" in line)
+        if n:
+            counts[worker.name] = n
+    return counts
 
 
 # --- 3. broker restarts -------------------------------------------------------------
@@ -290,49 +304,62 @@ def run_broker_faults(
     run: ChaosRun,
     *,
     gates: int,
-    records: int,
     sends_per_second: float,
     faults: list[Callable[[], None]],
     settle_seconds: float = 5.0,
     resume_bound: float,
+    tail_seconds: float = 5.0,
 ) -> tuple[Verdict, Measured]:
-    """Traffic flows while each of ``faults`` (a broker restart) runs in turn.
+    """Paced traffic flows while each of ``faults`` (a broker restart) runs in turn, with no supervisor.
 
-    ``pauses`` are measured from the end of each fault (the broker answers
-    again) until the gates commit input again; each must stay under ``resume_bound``.
+    The traffic lasts until the last fault is over (plus ``tail_seconds``), so
+    every fault lands with records in flight whatever the gates' speed
+    (``effective_faults`` counts the faults that did: traffic still flowing
+    and records waiting once the broker was back). ``pauses`` are, per fault,
+    the seconds from the broker answering again until every partition has
+    committed input again; ``worker_exits`` lists the workers that exited.
     """
     measured = Measured()
     run.setup_preferences()
-    _, fleet = start_fleet(run, gates)
-    supervise = Supervisor(run, fleet, measured)
+    applier, fleet = start_fleet(run, gates)
+    watch = ExitWatch(run, applier, fleet, measured)
     started = time.monotonic()
     with run.monitor() as monitor:
         threads = TrafficThreads(
-            run.settings, run.codec, run.traffic, sends=records, sends_per_second=sends_per_second, events_per_second=10
+            run.settings, run.codec, run.traffic, sends=10**9, sends_per_second=sends_per_second, events_per_second=10
         ).start()
-        monitor.wait_deciding()
-        for fault in faults:
-            deadline = time.monotonic() + settle_seconds
-            while time.monotonic() < deadline:
-                supervise()
-                time.sleep(0.2)
-            fault_started = time.monotonic()
-            fault()
-            back = time.monotonic()
-            measured.notes.append(f"fault took {back - fault_started:.1f} s")
-            try:
-                measured.pauses.append(monitor.resumed_after(back, timeout=resume_bound, tick=supervise))
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{supervise.post_mortem()}") from None
-            measured.effective_faults += 1
-        threads.join(timeout=records / sends_per_second * 3 + 300)
         try:
-            monitor.wait_caught_up(len(run.ledger.sends), timeout=300, tick=supervise)
+            monitor.wait_deciding()
+            for fault in faults:
+                deadline = time.monotonic() + settle_seconds
+                while time.monotonic() < deadline:
+                    watch()
+                    time.sleep(0.2)
+                flowing = threads.running
+                fault_started = time.monotonic()
+                fault()
+                back = time.monotonic()
+                measured.notes.append(f"fault took {back - fault_started:.1f} s")
+                try:
+                    measured.pauses.append(monitor.every_partition_resumed_after(back, timeout=resume_bound, tick=watch))
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\n{watch.post_mortem()}") from None
+                waiting = [s for s in monitor.samples if s.at >= back][:1]
+                if flowing and threads.running and waiting and waiting[0].pending:
+                    measured.effective_faults += 1
+            time.sleep(tail_seconds)
+        finally:
+            threads.stop()
+        threads.join(timeout=120)
+        try:
+            monitor.wait_caught_up(len(run.ledger.sends), timeout=300, tick=watch)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{supervise.post_mortem()}") from None
+            raise AssertionError(f"{exc}\n{watch.post_mortem()}") from None
         measured.longest_stall = monitor.longest_stall()
-    supervise()
+    watch()
     measured.duration = time.monotonic() - started
+    recoveries = recoveries_logged([applier, *fleet])
+    measured.notes.append(f"in-process Kafka client rebuilds {recoveries or 'none'}")
     finish(run, measured)
     return run.check(), measured
 

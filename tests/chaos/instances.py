@@ -28,6 +28,9 @@ from confluent_kafka.admin import AdminClient
 from tests.harness import ROOT, STACK
 
 DEFAULT_STATE = ROOT / "deploy" / "local" / ".state"
+# Kafka jars already resolved by a stack elsewhere (e.g. the main checkout of a
+# git worktree), read only: SENDGATE_KAFKA_LIB=<state>/lib.
+KAFKA_LIB = Path(os.environ.get("SENDGATE_KAFKA_LIB", str(DEFAULT_STATE / "lib")))
 SMALL_HEAP = "-Xms128m -Xmx512m"
 
 
@@ -149,7 +152,7 @@ def redis_server(directory: Path, *, password: str | None = None) -> Iterator[Re
 
 def seed_jars(state_dir: Path) -> None:
     """Copy the shared stack's resolved Kafka jars (read only there), so no Maven run is needed."""
-    source = DEFAULT_STATE / "lib"
+    source = KAFKA_LIB
     if (source / ".complete").is_file() and not (state_dir / "lib").exists():
         shutil.copytree(source, state_dir / "lib")
 
@@ -285,8 +288,10 @@ class KraftCluster:
             KraftNode(i + 1, ports[2 * i], ports[2 * i + 1], directory / f"node{i + 1}") for i in range(self.SIZE)
         ]
         self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        self.lib = DEFAULT_STATE / "lib"
-        assert (self.lib / ".complete").is_file(), "run deploy/local/stack up once: the cluster reuses its Kafka jars"
+        self.lib = KAFKA_LIB
+        assert (self.lib / ".complete").is_file(), (
+            "run deploy/local/stack up once (or set SENDGATE_KAFKA_LIB): the cluster reuses its Kafka jars"
+        )
 
     @property
     def bootstrap(self) -> str:

@@ -191,6 +191,40 @@ class ProgressMonitor:
             time.sleep(self._interval)
         raise AssertionError(f"no progress within {timeout:g} s after the fault ({self.describe_recent(moment)})")
 
+    def every_partition_resumed_after(
+        self, moment: float, *, timeout: float, tick: Callable[[], None] | None = None
+    ) -> float:
+        """Seconds from ``moment`` until every partition has committed more input or has nothing waiting.
+
+        The longest pause of any one partition after a fault, so a gate that
+        never came back shows even while the others decide.
+        """
+        deadline = moment + timeout
+        while time.monotonic() < deadline:
+            if tick is not None:
+                tick()
+            later = [s for s in self.samples if s.at >= moment]
+            if later:
+                base = later[0].committed
+                worst = 0.0
+                for partition in later[0].ends:
+                    moved = next(
+                        (
+                            s.at
+                            for s in later
+                            if s.committed.get(partition, 0) > base.get(partition, 0)
+                            or s.ends.get(partition, 0) <= s.committed.get(partition, 0)
+                        ),
+                        None,
+                    )
+                    if moved is None:
+                        break
+                    worst = max(worst, moved - moment)
+                else:
+                    return worst
+            time.sleep(self._interval)
+        raise AssertionError(f"some partition made no progress within {timeout:g} s after the fault ({self.describe_recent(moment)})")
+
     def describe_recent(self, since: float) -> str:
         later = [s for s in self.samples if s.at >= since]
         last = self.latest()

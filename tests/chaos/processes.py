@@ -115,7 +115,7 @@ class WorkerProcess:
             self.kill()
         text = self.log_paths[-1].read_text(encoding="utf-8", errors="replace")
         marker = text.find("Current thread")
-        return text[marker : marker + 600] if marker >= 0 else "(no stack written)"
+        return text[marker : marker + 2500] if marker >= 0 else "(no stack written)"
 
     def logs(self) -> str:
         """Every incarnation's output, oldest first."""

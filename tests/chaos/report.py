@@ -18,17 +18,19 @@ class Row:
     duplicated: int | None = None
     misrouted: int | None = None
     wrongly_allowed: int | None = None
+    exits: int | None = None  # workers that exited on their own (rows run without a supervisor)
     pause: str = "-"
     note: str = ""
     result: str = "running"
 
-    def fill(self, verdicts: list[Verdict], *, pause: str, note: str = "") -> Row:
+    def fill(self, verdicts: list[Verdict], *, pause: str, note: str = "", exits: int | None = None) -> Row:
         self.runs = len(verdicts)
         self.records = sum(v.records for v in verdicts)
         self.lost = sum(len(v.lost) for v in verdicts)
         self.duplicated = sum(len(v.duplicated) for v in verdicts)
         self.misrouted = sum(len(v.misrouted) for v in verdicts)
         self.wrongly_allowed = sum(len(v.wrongly_allowed) for v in verdicts)
+        self.exits = exits
         self.pause = pause
         self.note = note
         return self
@@ -36,7 +38,9 @@ class Row:
 
 ROWS: list[Row] = []
 
-COLUMNS = ("fault", "runs", "records", "lost", "duplicated", "misrouted", "wrongly allowed", "pause", "result")
+COLUMNS = (
+    "fault", "runs", "records", "lost", "duplicated", "misrouted", "wrongly allowed", "worker exits", "pause", "result",
+)
 
 
 @contextlib.contextmanager
@@ -65,11 +69,11 @@ def render(rows: list[Row]) -> str:
 
     table = [COLUMNS] + [
         (r.fault, cell(r.runs), cell(r.records), cell(r.lost), cell(r.duplicated), cell(r.misrouted),
-         cell(r.wrongly_allowed), r.pause, r.result if r.result in ("ok", "not supported", "running") else "FAIL")
+         cell(r.wrongly_allowed), cell(r.exits), r.pause, r.result if r.result in ("ok", "not supported", "running") else "FAIL")
         for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    numeric = range(1, 7)
+    numeric = range(1, 8)
 
     def line(values: tuple[str, ...]) -> str:
         return "| " + " | ".join(v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))) + " |"

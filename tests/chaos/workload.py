@@ -345,18 +345,20 @@ class TrafficThreads:
 
     def _produce_sends(self) -> None:
         started = time.monotonic()
-        for n in range(self.total):
-            if self._done.is_set():
-                return
-            with self._rng_lock:
-                request = self.traffic.next_send()
-            self.sends.send(request)
-            self.produced = n + 1
-            ahead = (n + 1) / self.send_rate - (time.monotonic() - started)
-            if ahead > 0.005:
-                time.sleep(ahead)
-        self.sends.flush()
-        self._done.set()
+        try:
+            for n in range(self.total):
+                if self._done.is_set():
+                    return
+                with self._rng_lock:
+                    request = self.traffic.next_send()
+                self.sends.send(request)
+                self.produced = n + 1
+                ahead = (n + 1) / self.send_rate - (time.monotonic() - started)
+                if ahead > 0.005:
+                    time.sleep(ahead)
+        finally:
+            self.sends.flush()  # stopped early too: every record produced is delivered and in the ledger
+            self._done.set()
 
     def _produce_events(self) -> None:
         interval = 1.0 / self.event_rate
@@ -375,3 +377,8 @@ class TrafficThreads:
 
     def stop(self) -> None:
         self._done.set()
+
+    @property
+    def running(self) -> bool:
+        """Still producing sends (paced): a fault now lands with records in flight."""
+        return not self._done.is_set() and self._threads[0].is_alive()

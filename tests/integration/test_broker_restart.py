@@ -1,8 +1,16 @@
-"""SPEC §6.1 through broker restarts, on a Kafka of our own (the shared stack is never restarted).
+"""SPEC §6.1 and availability through broker restarts, on a Kafka of our own (the shared stack is never restarted).
 
-Short version: one restart of a single-node private Kafka under traffic. The
-chaos version adds a three-node KRaft cluster (replication factor 3, min ISR
-2) whose brokers are stopped and restarted one after another.
+No supervisor: a worker that exits fails the row (it used to exit 11 after a
+restart and rely on being restarted; it now rebuilds its dead Kafka clients
+in-process, worker/kafka/recovery.py). Traffic is paced and lasts until the
+last restart is over, so every restart lands with records in flight however
+fast the gates are. Each row counts lost, duplicated and wrongly allowed
+records, worker exits, and the longest pause of any partition after the
+broker answered again.
+
+Short version in `make test`: three restarts of a single-node private Kafka.
+`make chaos`: twenty restarts of it, and a rolling restart of a three-node
+KRaft cluster (replication factor 3, min ISR 2).
 """
 
 from __future__ import annotations
@@ -12,12 +20,13 @@ import time
 import pytest
 
 from tests.chaos import report
-from tests.chaos.faults import run_broker_faults
+from tests.chaos.faults import Measured, run_broker_faults
 from tests.chaos.instances import kraft_cluster, shared_private_stack
 from tests.chaos.run import chaos_run, with_services
 
-# From "the broker answers again" to "the gates commit input again".
-RESUME_BOUND_SECONDS = 30.0
+# An availability bound, not a speed test: from "the broker answers again" to
+# "every partition commits input again". Measured well below it (see README).
+RESUME_BOUND_SECONDS = 15.0
 
 
 @pytest.fixture(scope="session")
@@ -26,50 +35,58 @@ def private_kafka(tmp_path_factory):  # type: ignore[no-untyped-def]
         yield stack
 
 
-# In `make test` (about 65 s, the private Kafka's start-up included). It was
-# flaky while the gates' librdkafka clients re-bootstrapped at every
-# single-node restart (send_offsets_to_transaction then waited for a
-# decommissioned coordinator) and backed off up to 10 s between reconnects;
-# worker/kafka/clients.py turns both off. Measured since: resumed 0.7-12 s
-# after the broker was back (about 11 s when the applier, a dynamic group
-# member, must wait out its old member's 10 s session before it is assigned).
-def test_gates_resume_after_a_broker_restart_without_losing_or_doubling(settings, private_kafka, tmp_path):
+def fill_row(row: report.Row, verdict, measured: Measured, faults: int) -> None:  # type: ignore[no-untyped-def]
+    row.fill(
+        [verdict],
+        exits=len(measured.worker_exits),
+        pause=f"longest pause {max(measured.pauses):.1f} s after the broker was back",
+        note=f"{measured.effective_faults}/{faults} restarts with records in flight; "
+        + "; ".join(measured.notes[-3:] if len(measured.notes) > 6 else measured.notes)
+        + f"; pauses {[round(p, 1) for p in measured.pauses]}",
+    )
+    print(f"\n{report.render([row])}")  # shown with -s (make chaos prints every row at the end)
+
+
+def assert_row(verdict, measured: Measured, faults: int) -> None:  # type: ignore[no-untyped-def]
+    assert measured.worker_exits == [], f"workers exited (no supervisor here): {measured.worker_exits}"
+    assert verdict.clean, verdict.describe()
+    assert measured.effective_faults == faults, "a restart landed with no records in flight: it proves nothing"
+    assert max(measured.pauses) < RESUME_BOUND_SECONDS, measured.pauses
+
+
+@pytest.mark.timeout(600)
+def test_workers_stay_up_through_three_broker_restarts_without_losing_or_doubling(settings, private_kafka, tmp_path):
     settings = with_services(settings, bootstrap=private_kafka.bootstrap, redis_url=private_kafka.redis_url, partitions=6)
-    with report.fault("broker restart, single node (short)") as row:
+    restarts = 3
+    with report.fault(f"broker restart x{restarts}, single node, no supervisor (short)") as row:
         with chaos_run(settings, tmp_path / "logs", audience_size=1000) as run:
             verdict, measured = run_broker_faults(
-                run, gates=2, records=12_000, sends_per_second=400, faults=[private_kafka.restart_kafka],
-                resume_bound=RESUME_BOUND_SECONDS,
+                run, gates=2, sends_per_second=300, faults=[private_kafka.restart_kafka] * restarts,
+                settle_seconds=3, resume_bound=RESUME_BOUND_SECONDS, tail_seconds=2,
             )
-        row.fill(
-            [verdict], pause=f"resumed {max(measured.pauses):.1f} s after the broker was back", note="; ".join(measured.notes)
-        )
-        print(f"\nbroker restart, single node (short): {row.pause}; {row.note}")  # shown with -s
-        assert verdict.clean, verdict.describe()
-        assert max(measured.pauses) < RESUME_BOUND_SECONDS, f"{row.pause}; {row.note}"
+        fill_row(row, verdict, measured, restarts)
+        assert_row(verdict, measured, restarts)
 
 
 @pytest.mark.chaos
 @pytest.mark.timeout(3600)
-def test_chaos_single_node_broker_restarted_three_times(settings, private_kafka, tmp_path):
+def test_chaos_single_node_broker_restarted_twenty_times(settings, private_kafka, tmp_path):
     settings = with_services(settings, bootstrap=private_kafka.bootstrap, redis_url=private_kafka.redis_url, partitions=6)
-    with report.fault("broker restart x3, single node") as row:
+    restarts = 20
+    with report.fault(f"broker restart x{restarts}, single node, no supervisor") as row:
         with chaos_run(settings, tmp_path / "logs", audience_size=3000) as run:
             verdict, measured = run_broker_faults(
-                run, gates=3, records=60_000, sends_per_second=600, faults=[private_kafka.restart_kafka] * 3,
-                settle_seconds=10, resume_bound=RESUME_BOUND_SECONDS,
+                run, gates=3, sends_per_second=400, faults=[private_kafka.restart_kafka] * restarts,
+                settle_seconds=5, resume_bound=RESUME_BOUND_SECONDS,
             )
-        row.fill(
-            [verdict], pause=f"resumed <= {max(measured.pauses):.1f} s after the broker was back", note="; ".join(measured.notes)
-        )
-        assert verdict.clean, verdict.describe()
-        assert max(measured.pauses) < RESUME_BOUND_SECONDS
+        fill_row(row, verdict, measured, restarts)
+        assert_row(verdict, measured, restarts)
 
 
 @pytest.mark.chaos
 @pytest.mark.timeout(3600)
 def test_chaos_three_node_cluster_rolling_restart(settings, tmp_path):
-    with report.fault("rolling restart, 3-node KRaft (RF 3, min ISR 2)") as row:
+    with report.fault("rolling restart, 3-node KRaft (RF 3, min ISR 2), no supervisor") as row:
         with kraft_cluster(tmp_path / "kraft") as cluster:
             settings = with_services(settings, bootstrap=cluster.bootstrap, partitions=6, replication_factor=3)
 
@@ -85,12 +102,9 @@ def test_chaos_three_node_cluster_rolling_restart(settings, tmp_path):
 
             with chaos_run(settings, tmp_path / "logs", audience_size=3000) as run:
                 verdict, measured = run_broker_faults(
-                    run, gates=3, records=60_000, sends_per_second=500, faults=[restart(n) for n in cluster.nodes],
+                    run, gates=3, sends_per_second=400, faults=[restart(n) for n in cluster.nodes],
                     settle_seconds=5, resume_bound=RESUME_BOUND_SECONDS,
                 )
-        row.fill(
-            [verdict],
-            pause=f"longest partition stall {measured.longest_stall:.1f} s",
-            note="; ".join(measured.notes) + f"; resumed <= {max(measured.pauses):.1f} s after each broker was back in sync",
-        )
-        assert verdict.clean, verdict.describe()
+        fill_row(row, verdict, measured, len(cluster.nodes))
+        row.pause += f"; longest partition stall {measured.longest_stall:.1f} s (during the restarts)"
+        assert_row(verdict, measured, len(cluster.nodes))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.errors import ExitCode, KafkaFatal, ProducerFenced
+from worker.errors import ExitCode, ProducerFenced
 from worker.gate.transactions import TransactionAborted, call_kafka
+from worker.kafka.recovery import ProducerFatal
 from worker.metrics import Metrics
 
 
@@ -52,8 +53,8 @@ def test_fencing_is_fatal_with_its_own_exit_code(code):
     assert raised.value.exit_code == ExitCode.FENCED
 
 
-def test_other_fatal_errors_exit_with_the_kafka_fatal_code():
-    with pytest.raises(KafkaFatal) as raised:
+def test_other_fatal_errors_ask_for_a_rebuilt_producer_or_exit_with_the_kafka_fatal_code():
+    with pytest.raises(ProducerFatal) as raised:
         call_kafka(Flaky([kafka_error(KafkaError._FATAL, fatal=True)]), what="init", metrics=Metrics())
     assert raised.value.exit_code == ExitCode.KAFKA_FATAL
 
@@ -72,47 +73,41 @@ def test_errors_are_counted_by_kind():
     assert metrics.registry.get_sample_value("sendgate_kafka_errors_total", {"kind": "_STATE"}) == 1
 
 
-def test_a_call_that_hangs_past_its_timeout_ends_the_process_for_the_supervisor(monkeypatch):
+def test_a_call_that_hangs_past_its_timeout_is_abandoned_so_the_producer_is_rebuilt(monkeypatch):
     import threading
 
     import worker.gate.transactions as transactions
 
-    exits: list[int] = []
     released = threading.Event()
     monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.05)
-    monkeypatch.setattr(transactions.os, "_exit", lambda code: (exits.append(code), released.set()))
-    call_kafka(lambda: released.wait(5), what="send_offsets_to_transaction", metrics=Metrics(), timeout=0.05)
-    assert exits == [ExitCode.KAFKA_FATAL]
+    try:
+        with pytest.raises(ProducerFatal, match="#5456") as raised:
+            call_kafka(lambda: released.wait(5), what="send_offsets_to_transaction", metrics=Metrics(), timeout=0.05)
+        assert raised.value.exit_code == ExitCode.KAFKA_FATAL  # if the rebuild budget is spent
+    finally:
+        released.set()
 
 
-def test_a_call_that_returns_in_time_disarms_its_watchdog(monkeypatch):
-    import time
-
-    import worker.gate.transactions as transactions
-
-    exits: list[int] = []
-    monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.05)
-    monkeypatch.setattr(transactions.os, "_exit", exits.append)
-    assert call_kafka(lambda: "ok", what="commit", metrics=Metrics(), timeout=0.05) == "ok"
-    time.sleep(0.3)
-    assert exits == []
+def test_a_call_that_returns_in_time_gives_its_result_and_its_errors():
+    assert call_kafka(lambda: "ok", what="commit", metrics=Metrics(), timeout=1) == "ok"
+    with pytest.raises(TransactionAborted):
+        call_kafka(Flaky([kafka_error(KafkaError._STATE, txn_requires_abort=True)]), what="commit", metrics=Metrics(), timeout=1)
 
 
-def test_the_watchdog_bounds_a_call_and_all_its_retries(monkeypatch):
+def test_the_time_limit_bounds_a_call_and_all_its_retries(monkeypatch):
     import threading
 
     import worker.gate.transactions as transactions
 
-    exits: list[int] = []
     released = threading.Event()
     monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.2)
     monkeypatch.setattr(transactions.time, "sleep", lambda _s: released.wait(0.05))
-    monkeypatch.setattr(transactions.os, "_exit", lambda code: (exits.append(code), released.set()))
     timing_out = Flaky([kafka_error(KafkaError._TIMED_OUT, retriable=True)] * 1000)
-    with pytest.raises(TransactionAborted):
-        call_kafka(lambda: timing_out() if not released.is_set() else (_ for _ in ()).throw(kafka_error(KafkaError._STATE, txn_requires_abort=True)),
-                   what="send_offsets_to_transaction", metrics=Metrics(), timeout=0.05)
-    assert exits == [ExitCode.KAFKA_FATAL]
+    try:
+        with pytest.raises(ProducerFatal):
+            call_kafka(timing_out, what="send_offsets_to_transaction", metrics=Metrics(), timeout=0.05)
+    finally:
+        released.set()
 
 
 # -- the gate's clients across a broker restart (worker/kafka/clients.py) -------------

@@ -4,18 +4,21 @@ consume → decode → prepare → read fresh state (one round trip, in the read
 thread) → decide → produce → (on count or timer) send offsets + commit. A
 batch's state read overlaps deciding and producing the batch before it. Any
 retryable failure aborts the open transaction and rewinds to the committed
-offsets, so nothing is allowed on doubtful state and nothing is lost.
+offsets, so nothing is allowed on doubtful state and nothing is lost. A
+Kafka client librdkafka declares dead is rebuilt in-process (bounded): see
+``_recover``.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Histogram
@@ -23,11 +26,13 @@ from prometheus_client import Histogram
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
 from worker.config import Settings
-from worker.errors import DeadLetterBurst, KafkaFatal, RetryableError
+from worker.errors import DeadLetterBurst, RetryableError
 from worker.gate.freshness import FreshStateReader
 from worker.gate.outputs import OutputBuilder
+from worker.gate.recovery import init_transactions_until_ready, raise_if_producer_fenced
 from worker.gate.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
 from worker.health import Health
+from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
 from worker.metrics import Metrics
 from worker.models import Category, Channel, SendHead
 from worker.policy.decision import ALLOWED, DecisionPolicy, PreparedRequest
@@ -38,8 +43,13 @@ logger = logging.getLogger(__name__)
 
 MASKED_DETAIL_LIMIT = 300
 IDLE_READINESS_INTERVAL_SECONDS = 1.0
-SEND_OFFSETS_TIMEOUT_SECONDS = 10.0
+SEND_OFFSETS_TIMEOUT_SECONDS = 5.0
 COMMIT_TIMEOUT_SECONDS = 20.0
+ABORT_TIMEOUT_SECONDS = 5.0
+COMMITTED_TIMEOUT_SECONDS = 3.0
+# Consecutive rewinds timing out before the consumer is taken for one that lost
+# its group coordinator for good (see _rewind_or_raise).
+REWIND_TIMEOUTS_BEFORE_RECREATE = 2
 
 
 @dataclass
@@ -88,6 +98,8 @@ class Gate:
         metrics: Metrics,
         health: Health,
         stop: StopSignal,
+        consumer_factory: Callable[[], Consumer] | None = None,
+        producer_factory: Callable[[], Producer] | None = None,
     ) -> None:
         self._settings = settings
         self._gate = settings.gate
@@ -99,6 +111,16 @@ class Gate:
         self._metrics = metrics
         self._health = health
         self._stop = stop
+        # Same identity as the first pair (instance id, transactional id), for in-process rebuilds.
+        self._consumer_factory = consumer_factory
+        self._producer_factory = producer_factory
+        self._rewind_timeouts = 0
+        self._recoveries = RecoveryBudget(
+            limit=settings.kafka.recoveries_max if consumer_factory and producer_factory else 0,
+            window=settings.kafka.recovery_window_seconds,
+            metrics=metrics,
+            worker="gate",
+        )
         self._policy = DecisionPolicy(default_phone_region=settings.state.default_phone_region)
         self._outputs = OutputBuilder(
             codec=codec, policy_version=self._gate.policy_version, gate_instance=self._gate.instance_id
@@ -122,9 +144,7 @@ class Gate:
         """Run until stopped (or bounded by ``max_messages`` / ``idle_exit_seconds`` for tests and bench)."""
         tune_garbage_collector()
         call_kafka(lambda: self._producer.init_transactions(30), what="init_transactions", metrics=self._metrics, timeout=30)
-        self._consumer.subscribe(
-            [self._topics.requested], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        self._subscribe()
         last_message_at = time.monotonic()
         try:
             while not self._stop.is_set:
@@ -132,8 +152,8 @@ class Gate:
                     break  # _finish commits what is open
                 try:
                     had_messages = self._step()
-                except RetryableError as exc:
-                    self._fail_closed(exc)
+                except (RetryableError, ProducerFatal, ConsumerFatal) as exc:
+                    self._recover(exc)
                     continue
                 now = time.monotonic()
                 if had_messages:
@@ -145,11 +165,21 @@ class Gate:
                     and now - last_message_at >= idle_exit_seconds
                 ):
                     break
-            self._finish()
+            try:
+                self._finish()
+            except (ProducerFatal, ConsumerFatal) as exc:
+                # Stopping anyway: what is open is aborted by the next init_transactions
+                # of this instance id (or its transaction timeout) and consumed again.
+                logger.warning("could not commit on the way out; consumed again on restart", extra={"cause": str(exc)})
         finally:
             self._reads.shutdown(wait=False, cancel_futures=True)
             self._consumer.close()
         return self.progress
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(
+            [self._topics.requested], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
 
     def _step(self) -> bool:
         started = time.perf_counter()
@@ -158,9 +188,14 @@ class Gate:
         self._metrics.batch_phase.labels(phase="consume").observe(time.perf_counter() - started)
         if self._in_flight_dropped:
             # A rebalance dropped the batch in flight during consume(): what it
-            # held, and what this call returned after it, is consumed again.
+            # held, and what this call returned after it, is consumed again. An
+            # error among them may be the consumer's death notice (a static
+            # member fenced as the broker came back), which is given only once.
             self._in_flight_dropped = False
-            self._rewind()
+            for message in messages:
+                if message.error() is not None:
+                    self._accept(message)
+            self._rewind_or_raise("a dropped batch")
             return True
         messages = [m for m in messages if self._accept(m)]
         batch = self._start(messages) if messages else None
@@ -337,18 +372,8 @@ class Gate:
 
     def _dead_letter(self, message: Message, exc: Exception) -> None:
         error_class = getattr(exc, "error_class", type(exc).__name__)
-        now = time.monotonic()
-        window = self._dead_letter_times
-        window.append(now)
-        while window and now - window[0] > self._gate.dead_letter_burst_window_seconds:
-            window.popleft()
-        if len(window) > self._gate.dead_letter_burst_max:
-            self._abort()
-            raise DeadLetterBurst(
-                f"more than {self._gate.dead_letter_burst_max} undecodable requests within "
-                f"{self._gate.dead_letter_burst_window_seconds}s: stopping instead of draining "
-                f"{self._topics.requested} into {self._topics.dead_letter}"
-            )
+        if self._gate.dead_letter_burst_max is not None:
+            self._check_dead_letter_burst(self._gate.dead_letter_burst_max)
         headers = OutputBuilder.dead_letter_headers(
             error_class=error_class,
             detail=str(exc)[:MASKED_DETAIL_LIMIT],
@@ -364,6 +389,21 @@ class Gate:
             extra={"at": f"{message.topic()}[{message.partition()}]@{message.offset()}", "error_class": error_class},
         )
 
+    def _check_dead_letter_burst(self, limit: int) -> None:
+        """Opt-in (SENDGATE_GATE__DEAD_LETTER_BURST_MAX): stop rather than drain a flood of poison."""
+        now = time.monotonic()
+        window = self._dead_letter_times
+        window.append(now)
+        while window and now - window[0] > self._gate.dead_letter_burst_window_seconds:
+            window.popleft()
+        if len(window) > limit:
+            self._abort()
+            raise DeadLetterBurst(
+                f"more than {limit} undecodable requests within "
+                f"{self._gate.dead_letter_burst_window_seconds}s: stopping instead of draining "
+                f"{self._topics.requested} into {self._topics.dead_letter}"
+            )
+
     def _accept(self, message: Message) -> bool:
         error = message.error()
         if error is None:
@@ -371,8 +411,9 @@ class Gate:
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
         if error.fatal() or error.code() == KafkaError._FATAL:
             # librdkafka reports some fatal consumer errors (e.g. a static member
-            # fenced by its successor) as _FATAL with fatal() false.
-            raise KafkaFatal(f"gate consumer: {error}")
+            # fenced by its successor) as _FATAL with fatal() false. The consumer
+            # is dead either way: _recover re-creates it or exits.
+            raise ConsumerFatal(f"gate consumer: {error}")
         if error.code() != KafkaError._PARTITION_EOF:
             logger.warning("gate consumer error", extra={"error": str(error)})
         return False
@@ -421,24 +462,36 @@ class Gate:
     def _abort(self) -> None:
         if self._in_transaction:
             try:
-                call_kafka(
-                    lambda: self._producer.abort_transaction(COMMIT_TIMEOUT_SECONDS),
-                    what="abort_transaction",
-                    metrics=self._metrics,
-                    timeout=COMMIT_TIMEOUT_SECONDS,
-                )
+                call_kafka(self._abort_or_replace, what="abort_transaction", metrics=self._metrics, timeout=ABORT_TIMEOUT_SECONDS)
             finally:
                 self._in_transaction = False
             self.progress.aborted_transactions += 1
             self._metrics.transactions.labels(result="aborted").inc()
         self._next_offsets.clear()
 
+    def _abort_or_replace(self) -> None:
+        """abort_transaction, or ProducerFatal when it cannot finish in time.
+
+        An abort first waits for every outstanding produce request; with the
+        broker restarting (and stale broker handles, see worker/kafka/clients.py)
+        that took the whole timeout and more, while the partitions stood
+        still. A rebuilt producer's init_transactions aborts the transaction
+        on the coordinator as soon as it answers.
+        """
+        try:
+            self._producer.abort_transaction(ABORT_TIMEOUT_SECONDS)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError._TIMED_OUT:
+                raise ProducerFatal(f"abort_transaction did not finish within {ABORT_TIMEOUT_SECONDS:g} s ({error})") from exc
+            raise
+
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
         assignment = self._consumer.assignment()
         if not assignment:
             return
-        for tp in self._consumer.committed(assignment, timeout=10):
+        for tp in self._consumer.committed(assignment, timeout=COMMITTED_TIMEOUT_SECONDS):
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING
             self._consumer.seek(tp)
@@ -454,16 +507,118 @@ class Gate:
         self._in_flight = None  # consumed again after the rewind below
         self._in_flight_dropped = False
         self._abort()
+        paused_at = time.monotonic()
+        try:
+            self._rewind_or_raise("an abort")
+        finally:
+            self._stop.wait(delay)
+            self._metrics.fail_closed_seconds.inc(time.monotonic() - paused_at)
+
+    def _rewind_or_raise(self, after: str) -> None:
+        """Rewind, or raise: going on from the consumer's position would skip what was aborted.
+
+        A retryable failure (the coordinator is moving, as a broker stops) is
+        retried through the fail-closed pause; a dead consumer is re-created,
+        and a new consumer starts from the committed offsets.
+
+        After a single-node broker restart a consumer can stay without a group
+        coordinator ("broker -1") while the broker serves everyone else: its
+        committed() times out again and again, its session times out and its
+        rejoin never starts (librdkafka #5511: a coordinator request waits for
+        a broker state change that does not come). A new consumer looks the
+        coordinator up afresh, so repeated timeouts re-create it too.
+        """
         try:
             self._rewind()
         except KafkaException as exc:
-            logger.warning("rewind failed; the next assignment restarts from committed offsets", extra={"error": str(exc)})
-        paused_at = time.monotonic()
-        self._stop.wait(delay)
-        self._metrics.fail_closed_seconds.inc(time.monotonic() - paused_at)
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is not None and (error.fatal() or error.code() == KafkaError._FATAL):
+                raise ConsumerFatal(f"rewind after {after}: {error}") from exc
+            if error is not None and error.code() == KafkaError._TIMED_OUT:
+                self._rewind_timeouts += 1
+                if self._rewind_timeouts >= REWIND_TIMEOUTS_BEFORE_RECREATE:
+                    self._rewind_timeouts = 0
+                    raise ConsumerFatal(f"rewind after {after}: committed offsets timed out {REWIND_TIMEOUTS_BEFORE_RECREATE} times in a row") from exc
+            raise TransactionAborted(f"rewind after {after} failed, retrying: {exc}") from exc
+        self._rewind_timeouts = 0
+
+    # -- in-process recovery of dead Kafka clients ----------------------------
+    def _recover(self, cause: RetryableError | ProducerFatal | ConsumerFatal) -> None:
+        """What a step raised, handled in one place: fail closed, or rebuild the dead client.
+
+        A recovery may itself fail (the broker is still down, the rebuilt
+        producer finds the consumer dead too): the next cause is handled the
+        same way. Every rebuild spends the budget, whose end is a plain
+        KafkaFatal (exit 11), as is ProducerFenced (exit 10): neither is caught here.
+        """
+        while not self._stop.is_set:
+            try:
+                if isinstance(cause, ProducerFatal):
+                    self._rebuild_producer(cause)
+                elif isinstance(cause, ConsumerFatal):
+                    self._recreate_consumer(cause)
+                else:
+                    self._fail_closed(cause)
+                return
+            except (RetryableError, ProducerFatal, ConsumerFatal) as again:
+                cause = again
+
+    def _forget_open_work(self) -> None:
+        """Nothing decided since the last commit survives: it is consumed again from the committed offsets."""
+        self._in_flight = None
+        self._in_flight_dropped = False
+        if self._in_transaction:
+            self.progress.aborted_transactions += 1
+            self._metrics.transactions.labels(result="aborted").inc()
+        self._in_transaction = False
+        self._next_offsets.clear()
+
+    def _rebuild_producer(self, cause: ProducerFatal) -> None:
+        """A new transactional producer with our transactional id; the dead one's work is undone.
+
+        The new producer's ``init_transactions`` makes the coordinator abort
+        what the dead one left open (or complete a commit it had already
+        decided) and fences the dead one: it can never commit again. Only then
+        are the committed offsets read (read_committed, so a commit still
+        completing is waited for), and the consumer rewound to them.
+        """
+        self._recoveries.spend(client="producer", cause=cause)
+        self._health.set_ready(False, reason=str(cause))
+        self._forget_open_work()
+        dead, self._producer = self._producer, self._producer_factory()  # type: ignore[misc]
+        with contextlib.suppress(KafkaException, RuntimeError):
+            dead.purge(in_queue=True, in_flight=True, blocking=False)  # nothing of it may still be sent
+        close_in_background(dead, "producer")
+        init_transactions_until_ready(self._producer, metrics=self._metrics, stop=self._stop)
+        self._rewind_or_raise("a producer rebuild")
+
+    def _recreate_consumer(self, cause: ConsumerFatal) -> None:
+        """A new consumer with our instance id, after making sure no other live gate holds it.
+
+        What was open is aborted first (the new member starts from the
+        committed offsets); a producer fenced by another process with our
+        instance id ends the gate (exit 10) instead of stealing the membership back.
+        """
+        self._recoveries.spend(client="consumer", cause=cause)
+        self._health.set_ready(False, reason=str(cause))
+        self._in_flight = None
+        self._in_flight_dropped = False
+        held = set(self._assigned)
+        self._abort()
+        raise_if_producer_fenced(self._producer, settings=self._settings, partitions=held, metrics=self._metrics)
+        dead, self._consumer = self._consumer, self._consumer_factory()  # type: ignore[misc]
+        self._assigned.clear()
+        close_in_background(dead, "consumer")  # its rebalance callbacks are ignored: see _current
+        self._subscribe()
+
+    def _current(self, consumer: Consumer) -> bool:
+        """Rebalance callbacks of a dead consumer being closed in the background change nothing."""
+        return consumer is self._consumer
 
     # -- rebalance --------------------------------------------------------
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not self._current(consumer):
+            return
         self._assigned.update(tp.partition for tp in partitions)
         logger.info("gate assigned", extra={"topic": self._topics.requested, "partitions": sorted(tp.partition for tp in partitions)})
 
@@ -473,7 +628,9 @@ class Gate:
             self._in_flight = None
             self._in_flight_dropped = True
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not self._current(consumer):
+            return
         self._drop_in_flight()
         if self._in_transaction:
             try:
@@ -484,7 +641,9 @@ class Gate:
         self._assigned.difference_update(tp.partition for tp in partitions)
         logger.info("gate revoked", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not self._current(consumer):
+            return
         self._drop_in_flight()
         self._abort()
         self._assigned.difference_update(tp.partition for tp in partitions)

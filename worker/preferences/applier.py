@@ -17,8 +17,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
 from worker.config import Settings
-from worker.errors import KafkaFatal, RetryableError, StateUnavailable
+from worker.errors import RetryableError, StateUnavailable
 from worker.health import Health
+from worker.kafka.recovery import ConsumerFatal, RecoveryBudget, close_in_background
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.kafka.messages import partition_offset
 from worker.metrics import Metrics
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 IDLE_PROGRESS_INTERVAL_SECONDS = 0.2
 LAG_INTERVAL_SECONDS = 1.0
+UNASSIGNED_CHECK_SECONDS = 10.0
+COORDINATOR_PROBE_SECONDS = 3.0
 
 
 @dataclass
@@ -88,6 +91,10 @@ class PreferenceApplier:
         self._resync_requested = False
         # Per partition: below this offset, the group's rejections were published before.
         self._published: dict[int, int] = {}
+        self._consumer_dead = False
+        self._recoveries = RecoveryBudget(
+            limit=settings.kafka.recoveries_max, window=settings.kafka.recovery_window_seconds, metrics=metrics, worker="applier"
+        )
 
     def run(self, *, until_ready: bool = False, idle_exit_seconds: float | None = None) -> ApplierProgress:
         """Run until stopped; ``until_ready`` returns once the store is ready (rebuilds)."""
@@ -139,10 +146,19 @@ class PreferenceApplier:
         self._expected = {}
         self._published = {}
         self._resync_requested = False
-        consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._consumer_dead = False
+
+        # A dead consumer is closed in the background (below); its callbacks must not touch this generation.
+        def current(callback: Callable[[Consumer, list[TopicPartition]], None]) -> Callable[[Consumer, list[TopicPartition]], None]:
+            return lambda c, partitions: callback(c, partitions) if c is consumer else None
+
+        consumer.subscribe(
+            [self._topic], on_assign=current(self._on_assign), on_revoke=current(self._on_revoke), on_lost=current(self._on_revoke)
+        )
         last_message_at = time.monotonic()
         last_idle_progress = 0.0
         last_lag = 0.0
+        assigned_seen_at = time.monotonic()
         try:
             while not self._stop.is_set:
                 if until_ready and self.progress.status.ready:
@@ -164,9 +180,17 @@ class PreferenceApplier:
                 if now - last_lag >= LAG_INTERVAL_SECONDS:
                     self._observe_lag()
                     last_lag = now
+                    if consumer.assignment():
+                        assigned_seen_at = now
+                    elif now - assigned_seen_at >= UNASSIGNED_CHECK_SECONDS:
+                        self._raise_if_coordinator_lost(consumer)
+                        assigned_seen_at = now
             return True
         finally:
-            consumer.close()
+            if self._consumer_dead:
+                close_in_background(consumer, "applier-consumer")  # its close can wait on a coordinator it lost
+            else:
+                consumer.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
@@ -331,10 +355,33 @@ class PreferenceApplier:
         applied = self.progress.status.progress
         self._metrics.preference_lag.set(sum(max(0, end - applied.get(p, 0)) for p, end in ends.items()))
 
+    def _raise_if_coordinator_lost(self, consumer: Consumer) -> None:
+        """A consumer without partitions for a while that cannot reach its group coordinator is re-created.
+
+        After a broker restart a consumer can stay without a coordinator
+        while the broker serves everyone else (librdkafka #5511), so it never
+        rejoins; an applier with no partitions because others hold them all
+        answers committed() at once and is left alone.
+        """
+        try:
+            consumer.committed([TopicPartition(self._topic, 0)], timeout=COORDINATOR_PROBE_SECONDS)
+        except KafkaException as exc:
+            cause = ConsumerFatal(f"applier consumer without partitions and without a coordinator: {exc}")
+            self._consumer_dead = True
+            self._recoveries.spend(client="consumer", cause=cause)
+            raise _Resync(str(cause)) from cause
+
     def _raise_kafka_error(self, error: KafkaError) -> None:
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
         if error.fatal() or error.code() == KafkaError._FATAL:
-            raise KafkaFatal(f"applier consumer: {error}")
+            # A dead consumer (e.g. a static member fenced by its own rejoin after a
+            # broker restart): a new one with the same instance id, from the store's
+            # progress. Nothing in the store depends on the group, so there is no
+            # zombie to tell apart; the budget ends a consumer that keeps dying (exit 11).
+            cause = ConsumerFatal(f"applier consumer: {error}")
+            self._consumer_dead = True
+            self._recoveries.spend(client="consumer", cause=cause)
+            raise _Resync(str(cause)) from cause
         logger.warning("applier consumer error", extra={"error": str(error)})
 
 
