@@ -132,6 +132,10 @@ class AvroCodec:
         except KeyError:
             raise UnknownRecordName(record_name) from None
 
+    def suppression_reasons(self) -> list[str]:
+        """The ``SuppressionReason`` symbols of our SuppressedSend schema, in index order."""
+        return reason_symbols(self._schemas["SuppressedSend"].canonical)
+
     def register_writer(self, schema_id: int, record_name: str, writer_schema: Mapping[str, Any] | str) -> None:
         """Make an additional (e.g. older) writer schema decodable by id, without a registry."""
         if record_name not in self._readers:
