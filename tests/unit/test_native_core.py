@@ -132,7 +132,11 @@ def send_record(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def send_value(draw: st.DrawFn) -> bytes | None:
     record = draw(send_record())
-    shape = draw(st.sampled_from(("ours",) * 16 + ("older", "garbage", "truncated", "none", "trailing", "sized-map")))
+    shape = draw(
+        st.sampled_from(
+            ("ours",) * 16 + ("older", "garbage", "truncated", "none", "trailing", "sized-map", "two-blocks", "repeated-key", "overlong")
+        )
+    )
     if shape == "older":
         record = {k: v for k, v in record.items() if k not in ("campaign_id", "payload", "attributes")}
         return encode_with(OLD_SEND_ID, OLD_SCHEMA, record)
@@ -150,6 +154,16 @@ def send_value(draw: st.DrawFn) -> bytes | None:
         # declines it and fastavro reads it; a SuppressedSend still embeds the body.
         value = CODEC.encode("SendRequest", {**record, "attributes": {}})
         return value[:-1] + b"\x01\x08\x02k\x02v\x00"
+    # Valid Avro that fastavro would write otherwise: the core leaves these to fastavro too,
+    # so the SuppressedSend is fastavro's encoding of the decoded request.
+    if shape == "two-blocks":
+        value = CODEC.encode("SendRequest", {**record, "attributes": {}})
+        return value[:-1] + b"\x02\x02k\x02v\x02\x02j\x02w\x00"
+    if shape == "repeated-key":
+        value = CODEC.encode("SendRequest", {**record, "attributes": {}})
+        return value[:-1] + b"\x04\x02k\x02v\x02k\x02w\x00"
+    if shape == "overlong" and value[5] < 0x80:
+        return value[:5] + bytes([value[5] | 0x80, 0]) + value[6:]
     return value
 
 

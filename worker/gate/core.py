@@ -60,10 +60,13 @@ class ReferenceFallback:
             return None
 
     def encode_suppressed(self, value: bytes, decision: Mapping[str, Any]) -> bytes | tuple[str, str]:
+        # fastavro decodes and encodes the request: the core embeds only bodies in
+        # the exact form fastavro writes, so both give the same bytes.
         try:
-            return self._codec.encode_suppressed(value, decision)
+            request = self._codec.decode("SendRequest", value)
         except DecodeError as exc:  # prepare accepted it, so this is not expected
             return error_class(exc), str(exc)[:MASKED_DETAIL_LIMIT]
+        return self._codec.encode("SuppressedSend", {"request": request, **decision})
 
 
 def build_core(

@@ -7,6 +7,10 @@
 //! sized blocks, invalid UTF-8, a truncated body, trailing bytes) it declines (`None`)
 //! and the Python codec decides the value with fastavro. So every body it accepts is
 //! one fastavro accepts with the same field values.
+//!
+//! It is stricter still: it accepts only bodies in the form fastavro itself writes
+//! (no over-long varints, the map in one block, no repeated map key), so that a
+//! SuppressedSend embedding the body is byte-equal to fastavro's encoding of it.
 
 use crate::decide::{Category, Channel};
 
@@ -67,6 +71,9 @@ impl<'a> Reader<'a> {
                 return None;
             }
             byte = self.byte()?;
+            if byte == 0 {
+                return None; // an over-long form: fastavro would write fewer bytes
+            }
             result |= u64::from(byte & 0x7F) << shift;
             shift += 7;
         }
@@ -114,18 +121,24 @@ pub fn read_send_head(body: &[u8]) -> Option<SendHead<'_>> {
     if r.choice()? {
         r.bytes()?; // payload
     }
-    // attributes: map of string, in blocks of (count, entries), ended by an empty block.
-    loop {
-        let count = r.long()?;
-        if count == 0 {
-            break;
-        }
-        if count < 0 {
-            return None; // a block with its byte size: rare, fastavro reads it
-        }
+    // attributes: map of string, as fastavro writes it: one block of (count, entries)
+    // and the empty block, or the empty block alone.
+    let count = r.long()?;
+    if count < 0 {
+        return None; // a block with its byte size: rare, fastavro reads it
+    }
+    if count > 0 {
+        let mut keys: Vec<&str> = Vec::new();
         for _ in 0..count {
+            let key = r.string()?;
+            if keys.contains(&key) {
+                return None; // decoded, the later entry wins: not the bytes fastavro writes
+            }
+            keys.push(key);
             r.string()?;
-            r.string()?;
+        }
+        if r.long()? != 0 {
+            return None; // a second block
         }
     }
     if r.pos != body.len() {
@@ -204,6 +217,11 @@ mod tests {
         assert!(read_send_head(&sample(&[0, 0])).is_none(), "truncated map");
         assert!(read_send_head(&sample(&[4, 0, 0])).is_none(), "bad union branch");
         assert!(read_send_head(&sample(&[0, 0, 1, 2, 0])).is_none(), "sized map block");
+        let entry = body(&[&string("k"), &string("v")]);
+        let two_blocks = sample(&body(&[&[0, 0], &long(1), &entry, &long(1), &string("j"), &string("w"), &[0]]));
+        assert!(read_send_head(&two_blocks).is_none(), "map in two blocks");
+        let repeated = sample(&body(&[&[0, 0], &long(2), &entry, &entry, &[0]]));
+        assert!(read_send_head(&repeated).is_none(), "repeated map key");
         let bad_utf8 = sample(&body(&[&[2], &long(1), &[0xFF], &[0, 0]]));
         assert!(read_send_head(&bad_utf8).is_none(), "invalid UTF-8 campaign id");
     }
@@ -215,6 +233,9 @@ mod tests {
         assert!(read_send_head(&value).is_none());
         let ten = [0xFFu8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
         let mut r = Reader { data: &ten, pos: 0 };
+        assert_eq!(r.long(), None);
+        let overlong = [0x84u8, 0x00];
+        let mut r = Reader { data: &overlong, pos: 0 };
         assert_eq!(r.long(), None);
         let nine = [0xFEu8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
         let mut r = Reader { data: &nine, pos: 0 };
