@@ -118,7 +118,7 @@ def reference_batch(
         try:
             head = codec.decode_send_head(value)
         except (DecodeError, KeyError, ValueError, TypeError) as exc:
-            side.poison.append((index, error_class(exc), str(exc)[:300]))
+            side.poison.append((index, error_class(exc), str(exc)))
             continue
         ready = policy.prepare(head)  # type: ignore[arg-type]  # the gate passes heads
         prepared[index] = (head, ready)

@@ -18,12 +18,10 @@ from worker._native import GateCore
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
 from worker.config import Settings
+from worker.errors import PoisonInput
 from worker.models import SendHead
 from worker.policy.addresses import normalize_email, normalize_phone
 from worker.state.addressing import FIELD_BYTES
-
-# Dead-letter details are cut to this many characters (they may quote a schema, never an address).
-MASKED_DETAIL_LIMIT = 300
 
 if NATIVE_FIELD_BYTES != FIELD_BYTES:  # a stale build of the crate would read the wrong fields
     raise ImportError(f"worker._native lays out {NATIVE_FIELD_BYTES}-byte fields, the store {FIELD_BYTES}: rebuild it")
@@ -32,6 +30,14 @@ if NATIVE_FIELD_BYTES != FIELD_BYTES:  # a stale build of the crate would read t
 def error_class(exc: BaseException) -> str:
     """The short class the dead-letter headers and metrics carry."""
     return getattr(exc, "error_class", type(exc).__name__)
+
+
+class PoisonValue(PoisonInput):
+    """A value the core (or the codec it asked) could not decode, as the dead-letter headers name it."""
+
+    def __init__(self, error_class: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error_class = error_class
 
 
 class ReferenceFallback:
@@ -45,7 +51,7 @@ class ReferenceFallback:
         try:
             return self._codec.decode_send_head(value)
         except (DecodeError, KeyError, ValueError, TypeError) as exc:
-            return error_class(exc), str(exc)[:MASKED_DETAIL_LIMIT]
+            return error_class(exc), str(exc)
 
     def normalize_email(self, raw: str) -> str | None:
         return normalize_email(raw)
@@ -65,7 +71,7 @@ class ReferenceFallback:
         try:
             request = self._codec.decode("SendRequest", value)
         except DecodeError as exc:  # prepare accepted it, so this is not expected
-            return error_class(exc), str(exc)[:MASKED_DETAIL_LIMIT]
+            return error_class(exc), str(exc)
         return self._codec.encode("SuppressedSend", {"request": request, **decision})
 
 

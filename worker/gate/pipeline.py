@@ -1,13 +1,10 @@
 """The gate's run loop: a list of named steps, one Kafka transaction per commit interval.
 
 consume → prepare → read fresh state (one round trip, in the read thread) →
-decide → produce → tally → (on count or timer) send offsets + commit. Prepare
-and decide are the compiled core's (``worker._native``, see
-``worker.gate.core``): one call per batch each, so the loop does nothing per
-record but hand librdkafka what the core answered. A batch's state read
-overlaps deciding and producing the batch before it. Any retryable failure
-aborts the open transaction and rewinds to the committed offsets, so nothing
-is allowed on doubtful state and nothing is lost.
+decide → produce → tally → (on count or timer) send offsets + commit. A
+batch's state read overlaps deciding and producing the batch before it. Any
+retryable failure aborts the open transaction and rewinds to the committed
+offsets, so nothing is allowed on doubtful state and nothing is lost.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from worker._native import Outcome, PreparedBatch
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import DeadLetterBurst, KafkaFatal, RetryableError
-from worker.gate.core import MASKED_DETAIL_LIMIT, build_core
+from worker.gate.core import PoisonValue, build_core
 from worker.gate.freshness import FreshStateReader
 from worker.gate.outputs import Headers, OutputBuilder
 from worker.gate.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
@@ -37,6 +34,7 @@ from worker.state.store import PackedSnapshot
 
 logger = logging.getLogger(__name__)
 
+MASKED_DETAIL_LIMIT = 300
 IDLE_READINESS_INTERVAL_SECONDS = 1.0
 SEND_OFFSETS_TIMEOUT_SECONDS = 10.0
 COMMIT_TIMEOUT_SECONDS = 20.0
@@ -217,7 +215,12 @@ class Gate:
 
     # -- one batch --------------------------------------------------------
     def _start(self, messages: list[Message]) -> _Batch:
-        """Prepare ``messages`` in the core and send their state read."""
+        """Prepare ``messages`` and send their state read.
+
+        Prepare and decide are the compiled core's (``worker._native``, see
+        ``worker.gate.core``): one call per batch each, so the loop does
+        nothing per record but hand librdkafka what the core answered.
+        """
         self._metrics.batch_size.observe(len(messages))
         t0 = time.perf_counter()
         prepared = self._core.prepare([message.value() for message in messages])
@@ -279,7 +282,7 @@ class Gate:
         self.progress.allowed += len(outcome.allowed) + len(outcome.bypassed)
         self.progress.suppressed += len(outcome.suppressed)
         for index, error_class, detail in [*batch.prepared.poison, *outcome.poison]:
-            self._dead_letter(messages[index], error_class, detail)
+            self._dead_letter(messages[index], PoisonValue(error_class, detail))
 
     def _advance_offsets(self, messages: list[Message]) -> None:
         # After every produce: dead letters are produced last but may sit at
@@ -317,7 +320,8 @@ class Gate:
                     raise classified from exc
                 self._producer.poll(0.05)
 
-    def _dead_letter(self, message: Message, error_class: str, detail: str) -> None:
+    def _dead_letter(self, message: Message, exc: Exception) -> None:
+        error_class = getattr(exc, "error_class", type(exc).__name__)
         now = time.monotonic()
         window = self._dead_letter_times
         window.append(now)
@@ -332,7 +336,7 @@ class Gate:
             )
         headers = OutputBuilder.dead_letter_headers(
             error_class=error_class,
-            detail=detail[:MASKED_DETAIL_LIMIT],
+            detail=str(exc)[:MASKED_DETAIL_LIMIT],
             topic=message.topic(),
             partition=message.partition(),
             offset=message.offset(),
