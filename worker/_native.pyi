@@ -51,7 +51,9 @@ class GateCore:
         reason_symbols: list[str],
         latency_bounds: list[float],
         fallback: Fallback,
-    ) -> None: ...
+        release_gil: bool = True,
+    ) -> None:
+        """``release_gil=False`` keeps the GIL while the core works (an A/B switch; the gate releases it)."""
     def prepare(self, values: list[bytes | None]) -> PreparedBatch:
         """Decode and validate each value, normalise ``to``/``from``, name the facts and lay out the read.
 

@@ -2,9 +2,8 @@
 //! a decision reads. Mirrors `worker/policy/facts.py` (values) and
 //! `worker/state/addressing.py` (keys and fields), which stay the reference.
 
-use std::collections::HashMap;
-
 use blake2b_simd::{Params, State};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 pub const SUBJECT_DIGEST_BYTES: usize = 12;
@@ -46,13 +45,14 @@ impl FactKind {
     }
 }
 
-/// Names one fact: organization, kind, subject and (for user and domain opt-outs) a qualifier.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FactKey {
-    pub org_id: String,
+/// Names one fact: organization, kind, subject and (for user and domain opt-outs) a
+/// qualifier. Borrowed from the batch's requests: a batch names thousands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FactKey<'a> {
+    pub org_id: &'a str,
     pub kind: FactKind,
-    pub subject: String,
-    pub qualifier: Option<String>,
+    pub subject: &'a str,
+    pub qualifier: Option<&'a str>,
 }
 
 /// Keyed digests naming facts in Redis, so keys and fields hold no personal data.
@@ -85,16 +85,25 @@ impl Addressing {
         })
     }
 
-    /// (Redis key, subject digest) of a subject: `FactAddressing._place`.
-    fn place(&self, org_id: &str, group: &str, value: &str) -> (String, [u8; SUBJECT_DIGEST_BYTES]) {
+    /// The subject digest and its bucket: `FactAddressing._place`.
+    fn subject_digest(&self, org_id: &str, group: &str, value: &str) -> ([u8; SUBJECT_DIGEST_BYTES], u32) {
         let mut hasher = self.subject.clone();
         hasher.update(org_id.as_bytes()).update(b"\x1f").update(group.as_bytes()).update(b"\x1f").update(value.as_bytes());
         let mut digest = [0u8; SUBJECT_DIGEST_BYTES];
         digest.copy_from_slice(hasher.finalize().as_bytes());
         let bucket = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % self.buckets;
+        (digest, bucket)
+    }
+
+    /// `FactAddressing._bucket_key`.
+    fn bucket_key(&self, org_tag: &str, bucket: u32) -> String {
+        format!("{}:{{{}}}:{:x}", self.prefix, org_tag, bucket)
+    }
+
+    fn org_tag(&self, org_id: &str) -> String {
         let mut org = self.org.clone();
         org.update(org_id.as_bytes());
-        (format!("{}:{{{}}}:{:x}", self.prefix, org.finalize().to_hex(), bucket), digest)
+        org.finalize().to_hex().to_string()
     }
 
     fn qualified(&self, value: &str) -> [u8; QUALIFIER_DIGEST_BYTES] {
@@ -106,23 +115,21 @@ impl Addressing {
     }
 }
 
-/// The distinct facts of a batch, laid out as the read script wants them:
-/// `FactAddressing.group` over `dict.fromkeys(keys)`.
+/// The distinct facts of a batch in first-use order: `dict.fromkeys(keys)`.
 #[derive(Default)]
-pub struct FactTable {
-    index: HashMap<FactKey, usize>,
-    pub facts: Vec<FactKey>,
+pub struct FactTable<'a> {
+    index: FxHashMap<FactKey<'a>, usize>,
+    pub facts: Vec<FactKey<'a>>,
 }
 
-impl FactTable {
+impl<'a> FactTable<'a> {
     /// The position of `key`, added at the end when new.
-    pub fn intern(&mut self, key: FactKey) -> usize {
-        if let Some(&at) = self.index.get(&key) {
-            return at;
+    pub fn intern(&mut self, key: FactKey<'a>) -> usize {
+        let next = self.facts.len();
+        let at = *self.index.entry(key).or_insert(next);
+        if at == next {
+            self.facts.push(key);
         }
-        let at = self.facts.len();
-        self.index.insert(key.clone(), at);
-        self.facts.push(key);
         at
     }
 }
@@ -139,21 +146,24 @@ pub struct Layout {
     pub reply_order: Vec<usize>,
 }
 
-/// Groups `table`'s facts by Redis hash, hashing each distinct subject once.
-pub fn lay_out(addressing: &Addressing, table: &FactTable) -> Layout {
-    let mut subjects: HashMap<(&str, &str, &str), (usize, [u8; SUBJECT_DIGEST_BYTES])> = HashMap::new();
-    let mut key_index: HashMap<String, usize> = HashMap::new();
+/// Groups `table`'s facts by Redis hash (`FactAddressing.group`), hashing each distinct
+/// subject, organization and qualifier of the batch once.
+pub fn lay_out(addressing: &Addressing, table: &FactTable<'_>) -> Layout {
+    let mut subjects: FxHashMap<(&str, &str, &str), (usize, [u8; SUBJECT_DIGEST_BYTES])> = FxHashMap::default();
+    let mut orgs: FxHashMap<&str, String> = FxHashMap::default();
+    let mut qualifiers: FxHashMap<&str, [u8; QUALIFIER_DIGEST_BYTES]> = FxHashMap::default();
+    let mut slots: FxHashMap<(&str, u32), usize> = FxHashMap::default();
     let mut keys: Vec<String> = Vec::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
     let mut fields: Vec<Vec<u8>> = Vec::new();
     let mut located = Vec::with_capacity(table.facts.len());
     for (at, fact) in table.facts.iter().enumerate() {
         let (group, tag) = fact.kind.placement();
-        let name = (fact.org_id.as_str(), group, fact.subject.as_str());
-        let (slot, digest) = *subjects.entry(name).or_insert_with(|| {
-            let (key, digest) = addressing.place(name.0, group, name.2);
-            let slot = *key_index.entry(key.clone()).or_insert_with(|| {
-                keys.push(key);
+        let (slot, digest) = *subjects.entry((fact.org_id, group, fact.subject)).or_insert_with(|| {
+            let (digest, bucket) = addressing.subject_digest(fact.org_id, group, fact.subject);
+            let slot = *slots.entry((fact.org_id, bucket)).or_insert_with(|| {
+                let tag = orgs.entry(fact.org_id).or_insert_with(|| addressing.org_tag(fact.org_id));
+                keys.push(addressing.bucket_key(tag, bucket));
                 members.push(Vec::new());
                 fields.push(Vec::new());
                 keys.len() - 1
@@ -163,8 +173,9 @@ pub fn lay_out(addressing: &Addressing, table: &FactTable) -> Layout {
         let mut field = [0u8; FIELD_BYTES];
         field[..SUBJECT_DIGEST_BYTES].copy_from_slice(&digest);
         field[SUBJECT_DIGEST_BYTES] = tag;
-        if let Some(qualifier) = &fact.qualifier {
-            field[SUBJECT_DIGEST_BYTES + 1..].copy_from_slice(&addressing.qualified(qualifier));
+        if let Some(qualifier) = fact.qualifier {
+            let digest = qualifiers.entry(qualifier).or_insert_with(|| addressing.qualified(qualifier));
+            field[SUBJECT_DIGEST_BYTES + 1..].copy_from_slice(digest);
         }
         members[slot].push(at);
         fields[slot].extend_from_slice(&field);
@@ -406,12 +417,7 @@ mod tests {
     fn the_table_dedupes_and_the_layout_groups_by_hash() {
         let addressing = Addressing::new(b"secret", "sg", 4).unwrap();
         let mut table = FactTable::default();
-        let key = |kind, subject: &str, qualifier: Option<&str>| FactKey {
-            org_id: "o".to_owned(),
-            kind,
-            subject: subject.to_owned(),
-            qualifier: qualifier.map(str::to_owned),
-        };
+        let key = |kind, subject, qualifier| FactKey { org_id: "o", kind, subject, qualifier };
         let a = table.intern(key(FactKind::EmailOptOutOrganization, "a@b.c", None));
         let b = table.intern(key(FactKind::EmailOptOutUser, "a@b.c", Some("u")));
         assert_eq!(table.intern(key(FactKind::EmailOptOutOrganization, "a@b.c", None)), a);

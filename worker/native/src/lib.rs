@@ -83,13 +83,15 @@ pub struct GateCore {
     gate_instance: String,
     latency_bounds: Vec<f64>,
     fallback: Py<PyAny>,
+    release_gil: bool,
 }
 
 #[pymethods]
 impl GateCore {
     #[new]
     #[pyo3(signature = (*, hash_secret, key_prefix, buckets_per_org, policy_version, gate_instance,
-                        send_schema_id, suppressed_schema_id, reason_symbols, latency_bounds, fallback))]
+                        send_schema_id, suppressed_schema_id, reason_symbols, latency_bounds, fallback,
+                        release_gil = true))]
     #[allow(clippy::too_many_arguments)] // keyword-only settings, one per field
     fn new(
         hash_secret: &str,
@@ -102,6 +104,7 @@ impl GateCore {
         reason_symbols: Vec<String>,
         latency_bounds: Vec<f64>,
         fallback: Py<PyAny>,
+        release_gil: bool,
     ) -> PyResult<Self> {
         Ok(GateCore {
             addressing: Addressing::new(hash_secret.as_bytes(), key_prefix, buckets_per_org).map_err(value_error)?,
@@ -112,6 +115,7 @@ impl GateCore {
             gate_instance: gate_instance.to_owned(),
             latency_bounds,
             fallback,
+            release_gil,
         })
     }
 
@@ -123,7 +127,16 @@ impl GateCore {
         // Only exact bytes take the core's path; anything else is for the codec to judge.
         let raw: Vec<Option<&[u8]>> = items.iter().map(|v| v.cast_exact::<PyBytes>().ok().map(|b| b.as_bytes())).collect();
 
-        let (mut pending, undecoded) = py.detach(|| core.read_heads(&raw));
+        // The common batch (every value ours, every address plain) is done in one go without the GIL.
+        let (mut pending, undecoded, named) = core.without_gil(py, || {
+            let (pending, undecoded) = core.read_heads(&raw);
+            let plain = undecoded.is_empty() && pending.iter().all(|p| p.to != Normalised::Unsure && p.sender != Normalised::Unsure);
+            let named = plain.then(|| core.name_facts(&pending));
+            (pending, undecoded, named)
+        });
+        if let Some((records, kinds, layout)) = named {
+            return Ok(core.batch(slf, values, records, kinds, layout, Vec::new()));
+        }
         let mut poison: Vec<(usize, String, String)> = Vec::new();
         let fallback = core.fallback.bind(py);
         let mut owned: Vec<Pending<'_>> = Vec::new();
@@ -166,16 +179,9 @@ impl GateCore {
                 p.sender = ask(fallback, method, &p.head.from)?;
             }
         }
-        let (records, table, layout) = py.detach(|| core.name_facts(pending));
+        let (records, kinds, layout) = core.without_gil(py, || core.name_facts(&pending));
         poison.sort();
-        Ok(PreparedBatch {
-            core: slf.clone().unbind(),
-            values: values.clone().unbind(),
-            kinds: table.facts.iter().map(|f| f.kind).collect(),
-            records,
-            layout,
-            poison,
-        })
+        Ok(core.batch(slf, values, records, kinds, layout, poison))
     }
 }
 
@@ -185,6 +191,27 @@ fn ask(fallback: &Bound<'_, PyAny>, method: &str, raw: &str) -> PyResult<Normali
 }
 
 impl GateCore {
+    /// Runs `work` with the GIL released (unless the core was built to keep it).
+    fn without_gil<T: Send>(&self, py: Python<'_>, work: impl FnOnce() -> T + Send) -> T {
+        if self.release_gil {
+            py.detach(work)
+        } else {
+            work()
+        }
+    }
+
+    fn batch(
+        &self,
+        slf: &Bound<'_, Self>,
+        values: &Bound<'_, PyList>,
+        records: Vec<Record>,
+        kinds: Vec<FactKind>,
+        layout: Layout,
+        poison: Vec<(usize, String, String)>,
+    ) -> PreparedBatch {
+        PreparedBatch { core: slf.clone().unbind(), values: values.clone().unbind(), kinds, records, layout, poison }
+    }
+
     /// Heads of the values the core can read; the indexes of the others.
     fn read_heads<'a>(&self, raw: &[Option<&'a [u8]>]) -> (Vec<Pending<'a>>, Vec<usize>) {
         let mut pending = Vec::with_capacity(raw.len());
@@ -215,51 +242,45 @@ impl GateCore {
     }
 
     /// `DecisionPolicy.prepare` for every record, then the batch's facts laid out for the read script.
-    fn name_facts(&self, pending: Vec<Pending<'_>>) -> (Vec<Record>, FactTable, Layout) {
+    fn name_facts(&self, pending: &[Pending<'_>]) -> (Vec<Record>, Vec<FactKind>, Layout) {
         let mut table = FactTable::default();
         let mut records = Vec::with_capacity(pending.len());
         for p in pending {
-            let head = p.head;
+            let head = &p.head;
             let org = head.org_id.as_ref();
-            let mut fact = |kind: FactKind, subject: &str, qualifier: Option<&str>| {
-                Some(table.intern(FactKey {
-                    org_id: org.to_owned(),
-                    kind,
-                    subject: subject.to_owned(),
-                    qualifier: qualifier.map(str::to_owned),
-                }))
-            };
-            // Contact facts come first so they are there even when `to` is invalid.
-            let mut slots = FactSlots {
-                do_not_contact: fact(FactKind::DoNotContact, &head.contact_id, None),
-                silenced: fact(FactKind::Silenced, &head.contact_id, None),
-                ..FactSlots::default()
-            };
-            let to = match p.to {
-                Normalised::Valid(to) => Some(to),
+            let to = match &p.to {
+                Normalised::Valid(to) => Some(to.as_str()),
                 _ => None,
             };
-            let mut sender_domain = None;
+            let sender_domain = match (&p.sender, head.channel) {
+                (Normalised::Valid(sender), Channel::Email) => Some(address::email_domain(sender)),
+                _ => None,
+            };
+            let contact = head.contact_id.as_ref();
+            let mut intern = |kind, subject, qualifier| Some(table.intern(FactKey { org_id: org, kind, subject, qualifier }));
+            // Contact facts come first so they are there even when `to` is invalid.
+            let mut slots = FactSlots {
+                do_not_contact: intern(FactKind::DoNotContact, contact, None),
+                silenced: intern(FactKind::Silenced, contact, None),
+                ..FactSlots::default()
+            };
             match head.channel {
                 Channel::Email => {
-                    slots.ok_to_email = fact(FactKind::OkToEmail, &head.contact_id, None);
-                    if let Normalised::Valid(sender) = &p.sender {
-                        sender_domain = Some(address::email_domain(sender).to_owned());
-                    }
-                    if let Some(to) = &to {
-                        slots.org_opt_out = fact(FactKind::EmailOptOutOrganization, to, None);
-                        slots.user_opt_out = fact(FactKind::EmailOptOutUser, to, Some(&head.user_id));
-                        slots.any_user_opt_out = fact(FactKind::EmailOptOutAnyUser, to, None);
-                        slots.unsubscribes = fact(FactKind::EmailUnsubscribes, to, None);
-                        slots.settings = fact(FactKind::OrgSettings, "", None);
-                        if let Some(domain) = &sender_domain {
-                            slots.domain_opt_out = fact(FactKind::EmailOptOutDomain, to, Some(domain));
+                    slots.ok_to_email = intern(FactKind::OkToEmail, contact, None);
+                    if let Some(to) = to {
+                        slots.org_opt_out = intern(FactKind::EmailOptOutOrganization, to, None);
+                        slots.user_opt_out = intern(FactKind::EmailOptOutUser, to, Some(head.user_id.as_ref()));
+                        slots.any_user_opt_out = intern(FactKind::EmailOptOutAnyUser, to, None);
+                        slots.unsubscribes = intern(FactKind::EmailUnsubscribes, to, None);
+                        slots.settings = intern(FactKind::OrgSettings, "", None);
+                        if let Some(domain) = sender_domain {
+                            slots.domain_opt_out = intern(FactKind::EmailOptOutDomain, to, Some(domain));
                         }
                     }
                 }
                 Channel::Sms => {
-                    if let Some(to) = &to {
-                        slots.sms_consent = fact(FactKind::SmsConsent, to, None);
+                    if let Some(to) = to {
+                        slots.sms_consent = intern(FactKind::SmsConsent, to, None);
                     }
                 }
             }
@@ -268,19 +289,19 @@ impl GateCore {
                 prepared: Prepared {
                     channel: head.channel,
                     category: head.category,
-                    user_id: head.user_id.into_owned(),
-                    contact_id: head.contact_id.into_owned(),
+                    user_id: head.user_id.to_string(),
+                    contact_id: contact.to_owned(),
                     to_valid: to.is_some(),
-                    sender_domain,
+                    sender_domain: sender_domain.map(str::to_owned),
                     slots,
                 },
-                to,
+                to: to.map(str::to_owned),
                 requested_at: head.requested_at,
                 ours: head.ours,
             });
         }
         let layout = lay_out(&self.addressing, &table);
-        (records, table, layout)
+        (records, table.facts.iter().map(|f| f.kind).collect(), layout)
     }
 }
 
@@ -394,7 +415,7 @@ impl PreparedBatch {
             .zip(&items)
             .map(|(r, item)| r.ours.then(|| item.cast_exact::<PyBytes>().ok().map(|b| &b.as_bytes()[avro::HEADER_SIZE..])).flatten())
             .collect();
-        let decided = py.detach(|| self.decide_all(core, &values, &unusual, &bodies, now_ms, state)).map_err(value_error)?;
+        let decided = core.without_gil(py, || self.decide_all(core, &values, &unusual, &bodies, now_ms, state)).map_err(value_error)?;
         self.outcome(py, core, decided, &items, now_ms, state)
     }
 }
