@@ -69,10 +69,9 @@ class ReferenceFallback:
         # fastavro decodes and encodes the request: the core embeds only bodies in
         # the exact form fastavro writes, so both give the same bytes.
         try:
-            request = self._codec.decode("SendRequest", value)
+            return self._codec.encode_suppressed(value, decision)
         except DecodeError as exc:  # prepare accepted it, so this is not expected
             return error_class(exc), str(exc)
-        return self._codec.encode("SuppressedSend", {"request": request, **decision})
 
 
 def build_core(
