@@ -11,13 +11,14 @@ PYTEST_ARGS ?=
 # Prerequisites (venv, stack) must run in order; a 2-core box gains nothing here.
 .NOTPARALLEL:
 .DEFAULT_GOAL := help
-.PHONY: help venv stack-up stack-down stack-status test-tools test unit demo chaos bench clean
+.PHONY: help venv native-check stack-up stack-down stack-status test-tools test unit demo chaos bench clean
 
 help:
 	@echo "make venv          create $(VENV) and install sendgate with the dev extras"
 	@echo "make stack-up      start local Kafka (KRaft) + Redis; stack-down, stack-status"
 	@echo "make test          unit + integration tests against the local stack (PYTEST_ARGS=...)"
 	@echo "make unit          unit tests only, no stack"
+	@echo "make native-check  cargo test + cargo clippy -D warnings for the compiled core (worker/native)"
 	@echo "make demo          stack up, topics, applier + gate on a scripted scenario, summary (KEEP_STACK=1 keeps the stack)"
 	@echo "make chaos         fault-injection tests (SENDGATE_CHAOS=1, marker chaos)"
 	@echo "make bench         throughput benchmark"
@@ -25,8 +26,14 @@ help:
 
 venv: $(STAMP)
 
-# Reinstall only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# The compiled core (worker/native): pip builds it through maturin, so a
+# change to any Rust source reinstalls (and rebuilds) it too.
+NATIVE = worker/native
+NATIVE_SOURCES = $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(wildcard $(NATIVE)/src/*.rs)
+CARGO ?= cargo
+
+# Reinstall only when pyproject.toml or the crate changes.
+$(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
@@ -40,6 +47,11 @@ stack-down:
 stack-status:
 	$(STACK) status
 
+# The crate's own tests and lints; cargo links libpython for the test binary.
+native-check:
+	$(CARGO) test -q --manifest-path $(NATIVE)/Cargo.toml
+	$(CARGO) clippy -q --manifest-path $(NATIVE)/Cargo.toml --all-targets -- -D warnings
+
 # promtool (Debian's prometheus package) checks the alert rules and the
 # dashboard's queries; `make test` installs it like the stack installs
 # redis-server, and SENDGATE_REQUIRE_TOOLS=1 turns a missing one into a failure.
@@ -50,7 +62,7 @@ test-tools:
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test: venv stack-up test-tools
+test: venv native-check stack-up test-tools
 	SENDGATE_REQUIRE_TOOLS=1 $(VENV)/bin/pytest -q tests $(PYTEST_ARGS)
 
 unit: venv
@@ -74,5 +86,5 @@ bench: venv stack-up
 	$(VENV)/bin/sendgate bench
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis $(NATIVE)/target
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -142,9 +142,9 @@ class SendRequest:
 class SendHead(NamedTuple):
     """The leading fields of a :class:`SendRequest`: all a decision reads.
 
-    The gate decides from these (read without decoding the rest of the value,
-    see ``worker.codec.send_head``); a suppressed record embeds the request's
-    own bytes (``worker.codec.suppressed``). Same field names as ``SendRequest``.
+    The gate's compiled core reads them without building the rest of the
+    request (``worker._native``); the reference decodes the whole value
+    (``AvroCodec.decode_send_head``). Same field names as ``SendRequest``.
     """
 
     message_id: str

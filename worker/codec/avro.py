@@ -28,8 +28,6 @@ from worker.codec.errors import (
 from worker.codec.registry import RegistrySchemaSource, SchemaSource
 from worker.codec.schemas import RECORD_NAMES, LoadedSchema, load_schemas, parse, record_name
 from worker.codec.preference_event import read_preference_event
-from worker.codec.send_head import read_send_head
-from worker.codec.suppressed import SuppressedTail, reason_symbols
 from worker.config import Settings
 from worker.errors import ServiceUnreachable
 from worker.models import PreferenceEvent, SendHead, SendRequest
@@ -92,12 +90,9 @@ class AvroCodec:
         # (writer id, record name) -> (writer schema, reader schema or None when identical)
         self._plans: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self._unknown_ids: set[int] = set()
-        # Values written with our own SendRequest schema take the fast head reader.
-        self._send_id = self._ids["SendRequest"]
-        self._send_writer = self._writers[self._send_id]
+        # Events written with our own PreferenceEvent schema take the fast reader (the applier's rebuild).
         self._event_id = self._ids["PreferenceEvent"]
         self._event_writer = self._writers[self._event_id]
-        self._suppressed_tail = SuppressedTail(reason_symbols(self._schemas["SuppressedSend"].canonical))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, source: SchemaSource | None = None) -> AvroCodec:
@@ -131,6 +126,13 @@ class AvroCodec:
             return self._ids[record_name]
         except KeyError:
             raise UnknownRecordName(record_name) from None
+
+    def suppression_reasons(self) -> list[str]:
+        """The ``SuppressionReason`` symbols of our SuppressedSend schema, in index order."""
+        for field in self._schemas["SuppressedSend"].canonical["fields"]:
+            if field["name"] == "reasons":
+                return list(field["type"]["items"]["symbols"])
+        raise ValueError("SuppressedSend schema has no reasons field")
 
     def register_writer(self, schema_id: int, record_name: str, writer_schema: Mapping[str, Any] | str) -> None:
         """Make an additional (e.g. older) writer schema decodable by id, without a registry."""
@@ -200,31 +202,21 @@ class AvroCodec:
         return record  # type: ignore[return-value]
 
     def decode_send_head(self, value: bytes | bytearray | memoryview | None) -> SendHead:
-        """The leading fields of a ``SendRequest`` value, the whole value validated.
+        """The leading fields of a ``SendRequest`` value (the whole value decoded and validated).
 
-        Accepts and rejects exactly the values :meth:`decode` does (same
-        ``DecodeError`` subclasses): values of our own writer schema are read by
-        :func:`~worker.codec.send_head.read_send_head`, which leaves anything it
-        is not sure of, and every other value, to the full decode.
+        The gate's own per-record reading is the compiled core's
+        (``worker._native``); this is the reference it falls back on.
         """
-        if self._written_as_ours(value, self._send_id, self._send_writer):
-            head = read_send_head(value)
-            if head is not None:
-                return head
         return SendHead.from_request(SendRequest.from_record(self.decode("SendRequest", value)))
 
     def encode_suppressed(self, request_value: bytes, decision: Mapping[str, Any]) -> bytes:
         """The wire-format SuppressedSend of the SendRequest in ``request_value``.
 
         ``decision`` holds the other SuppressedSend fields (reasons,
-        primary_reason, details, decided_at, policy_version, gate_instance). A
-        request of our own writer schema is embedded byte for byte (see
-        :mod:`worker.codec.suppressed`); any other is decoded (raising
-        ``DecodeError`` as :meth:`decode` does) and encoded.
+        primary_reason, details, decided_at, policy_version, gate_instance).
+        The request is decoded (raising ``DecodeError`` as :meth:`decode`
+        does) and encoded with them.
         """
-        if self._written_as_ours(request_value, self._send_id, self._send_writer):
-            body = memoryview(request_value)[wire.HEADER_SIZE :]
-            return b"".join((self._headers["SuppressedSend"], body, self._suppressed_tail.encode(decision)))
         return self.encode("SuppressedSend", {"request": self.decode("SendRequest", request_value), **decision})
 
     def decode_preference_event(self, value: bytes | bytearray | memoryview | None) -> PreferenceEvent:
@@ -242,7 +234,7 @@ class AvroCodec:
     def _written_as_ours(self, value: bytes | bytearray | memoryview | None, own_id: int, own_writer: _Writer) -> bool:
         """Whether ``value`` (header checked: ``DecodeError`` if bad) is bytes under our own writer schema ``own_id``.
 
-        Only those take the fast paths; everything else goes through fastavro.
+        Only those take the fast path; everything else goes through fastavro.
         """
         schema_id = wire.split(value)
         return type(value) is bytes and schema_id == own_id and self._writers.get(schema_id) is own_writer

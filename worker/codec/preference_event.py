@@ -2,17 +2,17 @@
 
 The applier decodes every event of the topic when it rebuilds the state, so
 this builds the :class:`~worker.models.PreferenceEvent` straight from the bytes
-instead of going through fastavro's dict and ``from_record``. Like
-:mod:`worker.codec.send_head` it is a strict subset of the Avro decoder: on
-anything unusual it answers ``None`` and the caller decodes with fastavro, whose
-answer (the event, or the typed ``DecodeError``) is the reference.
+instead of going through fastavro's dict and ``from_record``. It is a strict
+subset of the Avro decoder: on anything unusual (a negative length, a varint of
+more than nine bytes, an unknown enum or union index, invalid UTF-8, a truncated
+or over-long body) it answers ``None`` and the caller decodes with fastavro,
+whose answer (the event, or the typed ``DecodeError``) is the reference.
 """
 
 from __future__ import annotations
 
 import enum
 
-from worker.codec.send_head import _Decline, _length, _varint
 from worker.codec.wire import HEADER_SIZE
 from worker.models import (
     OrgSettings,
@@ -22,6 +22,43 @@ from worker.models import (
     UnsubscribeScope,
     UserOptOutScope,
 )
+
+
+_MAX_SHIFT = 56  # nine varint bytes: enough for any millisecond time or length
+
+
+class _Decline(Exception):
+    """Internal: the fast reader is not sure; fastavro decides."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint (``long``/``int``) at ``pos``: (value, position after it)."""
+    byte = data[pos]
+    pos += 1
+    result = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        if shift > _MAX_SHIFT:
+            raise _Decline
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+    return (result >> 1) ^ -(result & 1), pos
+
+
+def _length(data: bytes, pos: int) -> tuple[int, int]:
+    """A string or bytes length: (start of the content, its end)."""
+    byte = data[pos]
+    if byte < 0x80:
+        if byte & 1:  # negative
+            raise _Decline
+        start = pos + 1
+        return start, start + (byte >> 1)
+    size, start = _varint(data, pos)
+    if size < 0:
+        raise _Decline
+    return start, start + size
 
 
 def _symbols(enum_type: type[enum.Enum]) -> dict[int, object]:

@@ -9,15 +9,19 @@ only on state whose applied progress has reached those offsets.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 from worker.errors import StateNotReady
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.metrics import Metrics
 from worker.policy.facts import FactKey
-from worker.state.store import Snapshot, StateStore, StoreStatus
+from worker._native import PreparedBatch
+from worker.state.redis_store import RedisStateStore
+from worker.state.store import PackedSnapshot, Snapshot, StateStore, StoreStatus
 
 BARRIER_POLL_SECONDS = 0.002
+
+_Read = TypeVar("_Read", Snapshot, PackedSnapshot)
 
 
 class FreshStateReader:
@@ -33,17 +37,28 @@ class FreshStateReader:
 
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         keys = list(keys)
+        return self._fresh(lambda: self._store.read(keys))
+
+    def read_packed(self, batch: PreparedBatch) -> PackedSnapshot:
+        """:meth:`read` for a batch the gate's core prepared (a Redis store only)."""
+        store = self._store
+        if not isinstance(store, RedisStateStore):
+            raise TypeError(f"the gate's core reads a Redis store, not {type(store).__name__}")
+        keys, fields, count = batch.keys, batch.fields, batch.fact_count
+        return self._fresh(lambda: store.read_packed(keys, fields, count))
+
+    def _fresh(self, read: Callable[[], _Read]) -> _Read:
         # The barrier and the state are both read after the batch was consumed,
         # so their order does not matter: a later barrier is only stricter.
         # Asking Kafka first lets its answer travel while Redis runs the read.
         barrier_answer = self._end_offsets.request()
-        snapshot = self._store.read(keys)
+        snapshot = read()
         barrier = barrier_answer()
         self._require_ready(snapshot.status)
         if snapshot.status.covers(barrier):
             return snapshot
         self._wait_for(barrier)
-        snapshot = self._store.read(keys)
+        snapshot = read()
         self._require_ready(snapshot.status)
         if not snapshot.status.covers(barrier):  # the store was reset meanwhile
             raise StateNotReady("state fell behind the freshness barrier again")

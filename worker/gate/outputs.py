@@ -1,10 +1,9 @@
-"""The records the gate writes: allowed (input bytes + headers), suppressed, dead-letter."""
+"""The headers of the records the gate writes: allowed (input bytes), suppressed (the core's SuppressedSend), dead-letter."""
 
 from __future__ import annotations
 
-from worker.codec import AvroCodec
-from worker.models import SuppressionReason
-from worker.policy.decision import Decision
+from collections.abc import Sequence
+
 
 Headers = list[tuple[str, bytes]]
 
@@ -19,50 +18,34 @@ ERROR_DETAIL_HEADER = "sendgate-error-detail"
 SOURCE_TOPIC_HEADER = "sendgate-source-topic"
 SOURCE_PARTITION_HEADER = "sendgate-source-partition"
 SOURCE_OFFSET_HEADER = "sendgate-source-offset"
-STATE_DETAIL = "state"
 
 
 class OutputBuilder:
-    """Builds output values and headers; one per gate process."""
+    """Builds output headers; one per gate process."""
 
-    def __init__(self, *, codec: AvroCodec, policy_version: str, gate_instance: str) -> None:
-        self._codec = codec
+    def __init__(self, *, policy_version: str) -> None:
         self._policy_version = policy_version.encode()
-        self._policy_version_text = policy_version
-        self._gate_instance = gate_instance
 
-    def allowed_headers(self, decision: Decision, *, decided_at: bytes, state: bytes) -> Headers:
+    def allowed_headers(self, bypassed: Sequence[str], *, decided_at: bytes, state: bytes) -> Headers:
+        """The headers of an allowed record; ``bypassed`` names the opt-outs a transactional email ignored."""
         headers = [
             (DECISION_HEADER, b"ALLOWED"),
             (POLICY_VERSION_HEADER, self._policy_version),
             (DECIDED_AT_HEADER, decided_at),
             (STATE_HEADER, state),
         ]
-        if decision.bypassed:
-            headers.append((BYPASSED_HEADER, ",".join(r.value for r in decision.bypassed).encode()))
+        if bypassed:
+            headers.append((BYPASSED_HEADER, ",".join(bypassed).encode()))
         return headers
 
-    def suppressed(self, request_value: bytes, decision: Decision, *, decided_at: int, state: str) -> tuple[bytes, Headers]:
-        """The SuppressedSend of the request in ``request_value``; raises ``DecodeError`` if it cannot be read."""
-        primary = decision.primary_reason or SuppressionReason.INVALID_ADDRESS
-        value = self._codec.encode_suppressed(
-            request_value,
-            {
-                "reasons": [r.value for r in decision.reasons],
-                "primary_reason": primary.value,
-                "details": {**decision.details, STATE_DETAIL: state},
-                "decided_at": decided_at,
-                "policy_version": self._policy_version_text,
-                "gate_instance": self._gate_instance,
-            },
-        )
-        headers = [
+    def suppressed_headers(self, primary: str, *, decided_at: bytes) -> Headers:
+        """The headers of a SuppressedSend whose primary reason is ``primary``."""
+        return [
             (DECISION_HEADER, b"SUPPRESSED"),
-            (PRIMARY_REASON_HEADER, primary.value.encode()),
+            (PRIMARY_REASON_HEADER, primary.encode()),
             (POLICY_VERSION_HEADER, self._policy_version),
-            (DECIDED_AT_HEADER, str(decided_at).encode()),
+            (DECIDED_AT_HEADER, decided_at),
         ]
-        return value, headers
 
     @staticmethod
     def dead_letter_headers(*, error_class: str, detail: str, topic: str, partition: int, offset: int) -> Headers:

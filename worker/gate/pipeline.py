@@ -1,7 +1,7 @@
 """The gate's run loop: a list of named steps, one Kafka transaction per commit interval.
 
-consume → decode → prepare → read fresh state (one round trip, in the read
-thread) → decide → produce → (on count or timer) send offsets + commit. A
+consume → prepare → read fresh state (one round trip, in the read thread) →
+decide → produce → tally → (on count or timer) send offsets + commit. A
 batch's state read overlaps deciding and producing the batch before it. Any
 retryable failure aborts the open transaction and rewinds to the committed
 offsets, so nothing is allowed on doubtful state and nothing is lost. A
@@ -11,7 +11,6 @@ Kafka client librdkafka declares dead is rebuilt in-process (bounded): see
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
 import logging
@@ -23,21 +22,20 @@ from typing import Any, Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Histogram
 
+from worker._native import Outcome, PreparedBatch
 from worker.codec import AvroCodec
-from worker.codec.errors import DecodeError
 from worker.config import Settings
 from worker.errors import DeadLetterBurst, RetryableError
+from worker.gate.core import PoisonValue, build_core
 from worker.gate.freshness import FreshStateReader
-from worker.gate.outputs import OutputBuilder
+from worker.gate.outputs import Headers, OutputBuilder
 from worker.gate.recovery import init_transactions_until_ready, raise_if_producer_fenced
 from worker.gate.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
 from worker.health import Health
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
 from worker.metrics import Metrics
-from worker.models import Category, Channel, SendHead
-from worker.policy.decision import ALLOWED, DecisionPolicy, PreparedRequest
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
-from worker.state.store import Snapshot
+from worker.state.store import PackedSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +67,11 @@ class GateProgress:
 
 @dataclass(slots=True)
 class _Batch:
-    """Consumed, decoded and prepared records whose state read is in flight."""
+    """Consumed and prepared records whose state read is in flight."""
 
     messages: list[Message]
-    decoded: list[tuple[Message, bytes, SendHead]]
-    prepared: list[PreparedRequest]
-    poison: list[tuple[Message, DecodeError | Exception]]
-    snapshot: Future[Snapshot]
+    prepared: PreparedBatch
+    snapshot: Future[PackedSnapshot]
 
 
 class Gate:
@@ -121,10 +117,8 @@ class Gate:
             metrics=metrics,
             worker="gate",
         )
-        self._policy = DecisionPolicy(default_phone_region=settings.state.default_phone_region)
-        self._outputs = OutputBuilder(
-            codec=codec, policy_version=self._gate.policy_version, gate_instance=self._gate.instance_id
-        )
+        self._core = build_core(settings, codec, latency_bounds=_bucket_bounds(metrics.decision_latency))
+        self._outputs = OutputBuilder(policy_version=self._gate.policy_version)
         self._backoff = Backoff(self._gate.backoff_initial_seconds, self._gate.backoff_max_seconds)
         self._in_transaction = False
         self._transaction_started = 0.0
@@ -256,30 +250,22 @@ class Gate:
 
     # -- one batch --------------------------------------------------------
     def _start(self, messages: list[Message]) -> _Batch:
-        """Decode and prepare ``messages``, and send their state read."""
+        """Prepare ``messages`` and send their state read.
+
+        Prepare and decide are the compiled core's (``worker._native``, see
+        ``worker.gate.core``): one call per batch each, so the loop does
+        nothing per record but hand librdkafka what the core answered.
+        """
         self._metrics.batch_size.observe(len(messages))
         t0 = time.perf_counter()
-        # Deciding needs only the leading fields; the whole value is still validated.
-        decode_head = self._codec.decode_send_head
-        decoded: list[tuple[Message, bytes, SendHead]] = []
-        poison: list[tuple[Message, DecodeError | Exception]] = []
-        for message in messages:
-            value = message.value()
-            try:
-                decoded.append((message, value, decode_head(value)))
-            except (DecodeError, KeyError, ValueError, TypeError) as exc:
-                poison.append((message, exc))
-        prepare = self._policy.prepare
-        prepared = [prepare(head) for _, _, head in decoded]
-        keys = [key for p in prepared for key in p.keys]
-        snapshot = self._reads.submit(self._state.read, keys)
+        prepared = self._core.prepare([message.value() for message in messages])
+        snapshot = self._reads.submit(self._state.read_packed, prepared)
         self._metrics.batch_phase.labels(phase="decode").observe(time.perf_counter() - t0)
-        return _Batch(messages, decoded, prepared, poison, snapshot)
+        return _Batch(messages, prepared, snapshot)
 
     def _complete(self, batch: _Batch) -> None:
         """Decide ``batch`` on its state and produce every outcome into the open transaction."""
         phase = self._metrics.batch_phase
-        messages, decoded, prepared, poison = batch.messages, batch.decoded, batch.prepared, batch.poison
         t1 = time.perf_counter()
         snapshot = batch.snapshot.result()
         self.progress.state_round_trips += 1
@@ -290,55 +276,53 @@ class Gate:
 
         self._begin_if_needed()
         now_ms = int(time.time() * 1000)
-        decided_at = str(now_ms).encode()
         state_text = snapshot.status.describe()
-        state_header = state_text.encode()
+        outcome = batch.prepared.decide(snapshot.found, now_ms, state_text)
+        self._produce_outcome(batch, outcome, decided_at=now_ms, state=state_text)
+        self._advance_offsets(batch.messages)
+        phase.labels(phase="produce").observe(time.perf_counter() - t2)
+        self._tally(outcome)
+
+    def _produce_outcome(self, batch: _Batch, outcome: Outcome, *, decided_at: int, state: str) -> None:
+        """Hand every decided record to librdkafka; undecodable ones go to the dead-letter topic last."""
+        messages = batch.messages
         produce = self._producer.produce
-        allowed_topic = self._topics.allowed
-        decide = self._policy.decide
-        facts = snapshot.facts
+        decided_text = str(decided_at).encode()
+        state_header = state.encode()
+        allowed_topic, suppressed_topic = self._topics.allowed, self._topics.suppressed
         # Every plainly allowed record of the batch carries the same headers
-        # (produce copies them), so the list is built once.
-        allowed_headers = self._outputs.allowed_headers(ALLOWED, decided_at=decided_at, state=state_header)
-        counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
-        allowed_counts: collections.Counter[tuple[Channel, Category]] = collections.Counter()
-        reason_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        bypasses: collections.Counter[str] = collections.Counter()
-        latencies: list[int] = []
+        # (produce copies them), so each header list is built once per batch.
+        allowed_headers = self._outputs.allowed_headers((), decided_at=decided_text, state=state_header)
+        variants: dict[str, Headers] = {}
+        for index in outcome.allowed:
+            message = messages[index]
+            value, key = message.value(), message.key()
+            try:
+                produce(allowed_topic, value=value, key=key, headers=allowed_headers)
+            except (BufferError, KafkaException):  # not queued: the slow path retries or classifies
+                self._produce(produce, allowed_topic, value, key, allowed_headers)
+        for index, bypassed in outcome.bypassed:
+            headers = variants.get(bypassed)
+            if headers is None:
+                headers = variants[bypassed] = self._outputs.allowed_headers(
+                    bypassed.split(","), decided_at=decided_text, state=state_header
+                )
+            message = messages[index]
+            self._produce(produce, allowed_topic, message.value(), message.key(), headers)
+        for index, value, primary in outcome.suppressed:
+            headers = variants.get(primary)
+            if headers is None:
+                headers = variants[primary] = self._outputs.suppressed_headers(primary, decided_at=decided_text)
+            self._produce(produce, suppressed_topic, value, messages[index].key(), headers)
+        self.progress.allowed += len(outcome.allowed) + len(outcome.bypassed)
+        self.progress.suppressed += len(outcome.suppressed)
+        for index, error_class, detail in [*batch.prepared.poison, *outcome.poison]:
+            self._dead_letter(messages[index], PoisonValue(error_class, detail))
+
+    def _advance_offsets(self, messages: list[Message]) -> None:
+        # After every produce: dead letters are produced last but may sit at
+        # lower offsets, and the committed offset must never move backwards.
         next_offsets = self._next_offsets
-        for (message, value, head), ready in zip(decoded, prepared):
-            decision = decide(ready, facts)
-            if not decision.reasons:
-                if decision.bypassed:
-                    headers = self._outputs.allowed_headers(decision, decided_at=decided_at, state=state_header)
-                    for reason in decision.bypassed:
-                        bypasses[reason.value] += 1
-                else:
-                    headers = allowed_headers
-                try:
-                    produce(allowed_topic, value=value, key=message.key(), headers=headers)
-                except (BufferError, KafkaException):  # not queued: the slow path retries or classifies
-                    self._produce(produce, allowed_topic, value, message.key(), headers)
-                self.progress.allowed += 1
-                allowed_counts[(head.channel, head.category)] += 1
-            else:
-                try:
-                    out, headers = self._outputs.suppressed(value, decision, decided_at=now_ms, state=state_text)
-                except DecodeError as exc:  # the head reader accepted it, so this is not expected
-                    poison.append((message, exc))
-                    continue
-                self._produce(produce, self._topics.suppressed, out, message.key(), headers)
-                self.progress.suppressed += 1
-                channel, category = head.channel.value, head.category.value
-                primary = decision.reasons[0]
-                counts[(channel, category, "suppressed", primary.value)] += 1
-                for reason in decision.reasons:
-                    reason_counts[(channel, category, reason.value)] += 1
-            latencies.append(head.requested_at)
-        for message, exc in poison:
-            self._dead_letter(message, exc)
-        # After both loops: dead letters are produced last but may sit at lower
-        # offsets, and the committed offset must never move backwards.
         for message in messages:
             partition, after = message.partition(), message.offset() + 1
             if after > next_offsets.get(partition, -1):
@@ -346,16 +330,17 @@ class Gate:
         self.progress.consumed += len(messages)
         self.progress.batches += 1
         self._transaction_messages += len(messages)
-        phase.labels(phase="produce").observe(time.perf_counter() - t2)
-        _observe_all(self._metrics.decision_latency, [max(0.0, (now_ms - at) / 1000) for at in latencies])
-        for (channel, category), n in allowed_counts.items():
-            counts[(channel.value, category.value, "allowed", "NONE")] += n
-        for (channel, category, decision_name, reason), n in counts.items():
-            self._metrics.decisions.labels(channel=channel, category=category, decision=decision_name, reason=reason).inc(n)
-        for (channel, category, reason), n in reason_counts.items():
-            self._metrics.suppression_reasons.labels(channel=channel, category=category, reason=reason).inc(n)
-        for reason, n in bypasses.items():
-            self._metrics.transactional_bypasses.labels(reason=reason).inc(n)
+
+    def _tally(self, outcome: Outcome) -> None:
+        """The batch's decisions into the metrics: a few label look-ups per batch, none per record."""
+        metrics = self._metrics
+        _observe_buckets(metrics.decision_latency, outcome)
+        for (channel, category, decision, reason), n in outcome.decisions.items():
+            metrics.decisions.labels(channel=channel, category=category, decision=decision, reason=reason).inc(n)
+        for (channel, category, reason), n in outcome.reasons.items():
+            metrics.suppression_reasons.labels(channel=channel, category=category, reason=reason).inc(n)
+        for reason, n in outcome.bypasses.items():
+            metrics.transactional_bypasses.labels(reason=reason).inc(n)
 
     def _produce(self, produce: Any, topic: str, value: bytes | None, key: bytes | None, headers: list) -> None:
         while True:
@@ -650,19 +635,27 @@ class Gate:
         logger.warning("gate partitions lost; open transaction aborted", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
 
-def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
-    """``histogram.observe`` for each amount, with one lock round per bucket instead of per amount.
+def _bucket_bounds(histogram: Histogram) -> list[float]:
+    """The histogram's bucket bounds (the last is +Inf), or none if prometheus_client's internals differ."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    return list(bounds) if isinstance(bounds, list) else []
 
-    Falls back to plain ``observe`` if prometheus_client's internals ever differ.
+
+def _observe_buckets(histogram: Histogram, outcome: Outcome) -> None:
+    """The batch's decision latencies into ``histogram``: one lock round per bucket, not per record.
+
+    The core counted them per bucket of the bounds it was given; if
+    prometheus_client's internals ever differ, each latency is observed.
     """
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for amount in amounts:
+    counts = outcome.latency_buckets
+    if bounds is None or buckets is None or total is None or len(buckets) != len(counts):
+        for amount in outcome.latencies():
             histogram.observe(amount)
         return
-    per_bucket: collections.Counter[int] = collections.Counter(bisect.bisect_left(bounds, amount) for amount in amounts)
-    for index, n in per_bucket.items():
-        buckets[index].inc(n)
-    total.inc(sum(amounts))
+    for bucket, n in zip(buckets, counts):
+        if n:
+            bucket.inc(n)
+    total.inc(outcome.latency_sum)

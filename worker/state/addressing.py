@@ -46,11 +46,6 @@ _PLACEMENT: dict[FactKind, tuple[str, bytes]] = {
 }
 
 
-# (subject group, field suffix) per kind: the suffix of an unqualified fact is
-# its tag and an all-zero qualifier, so its field is one concatenation.
-_PLACES: dict[FactKind, tuple[str, bytes]] = {kind: (group, tag + _NO_QUALIFIER) for kind, (group, tag) in _PLACEMENT.items()}
-
-
 def locations(groups: dict[str, tuple[list[FactKey], list[bytes]]]) -> dict[FactKey, tuple[str, bytes]]:
     """(key, field) per fact of :meth:`FactAddressing.group`'s answer."""
     return {fact: (key, field) for key, (facts, fields) in groups.items() for fact, field in zip(facts, fields)}
@@ -89,36 +84,20 @@ class FactAddressing:
     def group(self, facts: Iterable[FactKey]) -> dict[str, tuple[list[FactKey], list[bytes]]]:
         """Facts by Redis key: per key, the facts (in input order) and their fields.
 
-        Each distinct subject is hashed once. This runs for every fact a batch
-        reads, so the loop is kept to a few local operations: a request's facts
-        come subject by subject (the same string objects), so a fact whose
-        subject is the previous one's skips even the subject look-up.
+        Each distinct subject is hashed once.
         """
-        subjects: dict[tuple[str, str, str], tuple[tuple[list[FactKey], list[bytes]], bytes]] = {}
+        subjects: dict[tuple[str, str, str], tuple[str, bytes]] = {}
         groups: dict[str, tuple[list[FactKey], list[bytes]]] = {}
-        placement = _PLACES
-        place = self._place
-        qualified = self._qualified
-        get_subject = subjects.get
-        last_org = last_group = last_value = None
-        entry: tuple[list[FactKey], list[bytes]] = ([], [])
-        digest = b""
         for fact in facts:
-            org_id, kind, subject = fact
-            group, suffix = placement[kind]
-            value = subject[0] if subject else ""
-            if value is not last_value or org_id is not last_org or group is not last_group:
-                name = (org_id, group, value)
-                found = get_subject(name)
-                if found is None:
-                    key, digest = place(org_id, group, value)
-                    entry = groups.get(key) or groups.setdefault(key, ([], []))
-                    subjects[name] = (entry, digest)
-                else:
-                    entry, digest = found
-                last_org, last_group, last_value = org_id, group, value
-            entry[0].append(fact)
-            entry[1].append(digest + (qualified(suffix, subject[1]) if len(subject) > 1 else suffix))
+            group, tag = _PLACEMENT[fact.kind]
+            name = (fact.org_id, group, fact.subject[0] if fact.subject else "")
+            if name not in subjects:
+                subjects[name] = self._place(*name)
+            key, digest = subjects[name]
+            qualifier = self._qualified(fact.subject[1]) if len(fact.subject) > 1 else _NO_QUALIFIER
+            members, fields = groups.setdefault(key, ([], []))
+            members.append(fact)
+            fields.append(digest + tag + qualifier)
         return groups
 
     def _place(self, org_id: str, group: str, value: str) -> tuple[str, bytes]:
@@ -127,11 +106,11 @@ class FactAddressing:
         digest = hasher.digest()
         return self._bucket_key(org_id, int.from_bytes(digest[:4], "big") % self.buckets), digest
 
-    def _qualified_uncached(self, suffix: bytes, value: str) -> bytes:
-        """The kind tag followed by the qualifier's digest (``suffix`` is the tag + zero padding)."""
+    def _qualified_uncached(self, value: str) -> bytes:
+        """The digest of a qualifier (the sending user or sender domain of a fact)."""
         hasher = self._qualifier_hasher.copy()
         hasher.update(value.encode())
-        return suffix[:1] + hasher.digest()
+        return hasher.digest()
 
     def _bucket_key_uncached(self, org_id: str, bucket: int) -> str:
         hasher = self._org_hasher.copy()

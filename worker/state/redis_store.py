@@ -14,7 +14,7 @@ from worker.errors import ConfigurationError, StateNotReady, StateUnavailable
 from worker.policy.facts import FactKey
 from worker.state import scripts
 from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing, locations
-from worker.state.store import GenerationLost, ProgressConflict, Snapshot, StoreStatus
+from worker.state.store import GenerationLost, PackedSnapshot, ProgressConflict, Snapshot, StoreStatus
 from worker.state.topology import require_standalone
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,16 @@ class RedisStateStore:
         for at in range(2, len(reply), 2):
             facts[in_reply_order[reply[at] - 1]] = reply[at + 1].decode()
         return Snapshot(facts=facts, status=self._status(self._pairs(meta)))
+
+    def read_packed(self, keys: list[str], fields: list[bytes], fact_count: int) -> PackedSnapshot:
+        """:meth:`read` for facts the gate's core already laid out (its keys and packed fields)."""
+        reply = self._call(
+            lambda: self._read(keys=[self._addressing.meta_key, *keys], args=[FIELD_BYTES, *fields])
+        )
+        meta, read = reply[0], reply[1]
+        if read != fact_count or len(reply) % 2:  # never decide on a partial answer
+            raise StateUnavailable(f"Redis: read script answered for {read} of {fact_count} facts")
+        return PackedSnapshot(found=reply[2:], status=self._status(self._pairs(meta)))
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
         args: list[Any] = [uuid.uuid4().hex, self._addressing.buckets, self._addressing.secret_fingerprint, LAYOUT_VERSION]

@@ -11,7 +11,7 @@ targets recorded when the generation began.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from worker.errors import RetryableError
 from worker.policy.facts import FactKey
@@ -41,6 +41,14 @@ class Snapshot:
     """Facts read for a batch, and the store's status read in the same round trip."""
 
     facts: Mapping[FactKey, str | None]
+    status: StoreStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PackedSnapshot:
+    """A batch read laid out by the compiled core: the read script's (position, value) pairs, and the status."""
+
+    found: list[Any]
     status: StoreStatus
 
 
