@@ -222,10 +222,7 @@ pub fn stamp_detail(raw: &str, int: &IntReader<'_>) -> String {
 pub fn unusual_ints(kind: FactKind, raw: &str) -> Vec<&str> {
     let sides: Vec<&str> = match kind {
         FactKind::Silenced | FactKind::OkToEmail => raw.splitn(3, '|').skip(1).take(1).collect(),
-        FactKind::SmsConsent => match raw.split_once('|') {
-            Some((opt_in, opt_out)) if raw != SMS_OUT => [opt_in, opt_out].into_iter().filter(|s| !s.is_empty()).collect(),
-            _ => Vec::new(),
-        },
+        // SmsConsent.decode reads exactly `-?[0-9]+` (no int() leniency): the core answers it alone.
         _ => Vec::new(),
     };
     sides.into_iter().filter(|side| canonical_int(side).is_none()).collect()
@@ -241,12 +238,12 @@ pub struct SmsConsent {
 }
 
 impl SmsConsent {
-    pub fn decode(raw: Option<&str>, int: &IntReader<'_>) -> SmsConsent {
+    pub fn decode(raw: Option<&str>, _int: &IntReader<'_>) -> SmsConsent {
         let none = SmsConsent { earliest_opt_in: None, latest_opt_out: None };
         let Some((opt_in, opt_out)) = raw.unwrap_or("").split_once('|') else {
             return none;
         };
-        let side = |text: &str| if text.is_empty() { Ok(None) } else { int(text).map(Some).ok_or(()) };
+        let side = |text: &str| if text.is_empty() { Ok(None) } else { canonical_int(text).map(Some).ok_or(()) };
         match (side(opt_in), side(opt_out)) {
             (Ok(earliest_opt_in), Ok(latest_opt_out)) => SmsConsent { earliest_opt_in, latest_opt_out },
             _ => none,
