@@ -395,7 +395,9 @@ mod tests {
         let consent = SmsConsent::decode(Some("100|x"), &python_int);
         assert!(consent.earliest_opt_in.is_none() && consent.latest_opt_out.is_none());
         assert!(SmsConsent::decode(Some("100"), &python_int).earliest_opt_in.is_none());
-        assert_eq!(unusual_ints(FactKind::SmsConsent, " 1|2"), vec![" 1"]);
+        // SmsConsent.decode reads only `-?[0-9]+`: " 1" holds no consent, and Python is not asked.
+        assert!(SmsConsent::decode(Some(" 1|2"), &python_int).earliest_opt_in.is_none());
+        assert!(unusual_ints(FactKind::SmsConsent, " 1|2").is_empty());
         assert_eq!(unusual_ints(FactKind::Silenced, "1|+5|e"), vec!["+5"]);
     }
 
