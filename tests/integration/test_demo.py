@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from tests.integration.support import run_cli
+from worker.ops.scenario import build_scenario
 
 
 def test_the_demo_decides_every_scripted_send_as_spec_requires(kafka_topics):
     code, output = run_cli(kafka_topics, "demo", "--timeout", "90", timeout=150)
     assert code == 0, output[-3000:]
-    assert "all 18 sends decided as SPEC requires" in output
+    scripted = len(build_scenario(base_time_ms=0).sends)
+    assert f"all {scripted} sends decided as SPEC requires" in output
     assert "Summary by decision and primary reason" in output
     for reason in ("INVALID_ADDRESS", "DO_NOT_CONTACT", "SILENCED", "EMAIL_OPT_OUT_ORGANIZATION", "EMAIL_OPT_OUT_DOMAIN",
                    "EMAIL_OPT_OUT_USER", "OK_TO_EMAIL_FALSE", "SMS_OPT_OUT", "SMS_NOT_OPTED_IN"):
