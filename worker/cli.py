@@ -165,7 +165,7 @@ def rebuild_state(settings: Settings, yes: bool) -> None:
 @click.pass_obj
 def demo(settings: Settings, timeout: float) -> None:
     """Run a scripted scenario touching every reason through a real applier and gate."""
-    from worker.ops.demo import run_demo
+    from worker.loadgen.demo import run_demo
 
     demo_settings = settings.model_copy(update={"http": settings.http.model_copy(update={"enabled": False})})
     wide = Console(width=max(console.width, 140))

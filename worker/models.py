@@ -249,22 +249,3 @@ class PreferenceEvent:
             "ok_to_email": self.ok_to_email,
             "settings": self.settings.to_record() if self.settings is not None else None,
         }
-
-    def kafka_key(self, default_phone_region: str = "US") -> str:
-        """The subject key of SPEC §4 that keeps one subject's events in order.
-
-        Addresses are normalised first (phone numbers with the applier's
-        default region), so the applier counts the event as keyed correctly;
-        an address that cannot be normalised is used as written.
-        """
-        from worker.policy.addresses import normalize_email, normalize_phone
-
-        if self.type is PreferenceEventType.ORG_SETTINGS_CHANGED:
-            return self.org_id
-        if self.type.name.startswith("CONTACT_"):
-            return f"{self.org_id}:{self.contact_id or ''}"
-        if self.type.name.startswith("SMS_"):
-            raw = self.phone or ""
-            return f"{self.org_id}:{normalize_phone(raw, default_phone_region) or raw}"
-        raw = self.email or ""
-        return f"{self.org_id}:{normalize_email(raw) or raw}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.models import (
@@ -180,7 +181,7 @@ class EventProducer:
             self._ledger.add_event(AckedEvent(event, acked_at, message.partition(), message.offset()))
 
         value = self._codec.encode("PreferenceEvent", event.to_record())
-        self._producer.produce(self._topic, key=event.kafka_key().encode(), value=value, on_delivery=delivered)
+        self._producer.produce(self._topic, key=kafka_key(event).encode(), value=value, on_delivery=delivered)
 
     def flush(self, timeout: float = 60.0) -> None:
         remaining = self._producer.flush(timeout)

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 from pydantic import SecretStr
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
+from worker.policy.event_keys import kafka_key
 from worker.assembly import Runtime, build_applier, build_gate
 from worker.codec import AvroCodec
 from worker.config import Settings
@@ -67,7 +68,7 @@ def producer(settings: Settings) -> Producer:
 def produce_events(settings: Settings, codec: AvroCodec, events: list[PreferenceEvent], p: Producer | None = None) -> None:
     p = p or producer(settings)
     for event in events:
-        p.produce(settings.topics.preferences, key=event.kafka_key().encode(), value=codec.encode("PreferenceEvent", event.to_record()))
+        p.produce(settings.topics.preferences, key=kafka_key(event).encode(), value=codec.encode("PreferenceEvent", event.to_record()))
     assert p.flush(30) == 0
 
 

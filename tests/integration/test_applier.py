@@ -14,6 +14,7 @@ from tests.integration.support import (
     send_request,
     wait_until,
 )
+from worker.policy.event_keys import kafka_key
 from worker.assembly import Runtime, build_applier
 from worker.codec import AvroCodec
 from worker.config import RedisSettings
@@ -136,7 +137,7 @@ def test_progress_moves_past_transaction_markers_so_the_gate_barrier_is_reached(
     transactional.init_transactions(30)
     transactional.begin_transaction()
     event = preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="tx@example.com")
-    transactional.produce(settings.topics.preferences, key=event.kafka_key().encode(), value=codec.encode("PreferenceEvent", event.to_record()))
+    transactional.produce(settings.topics.preferences, key=kafka_key(event).encode(), value=codec.encode("PreferenceEvent", event.to_record()))
     transactional.commit_transaction(30)
     ends = Runtime.create(settings).preference_end_offsets().read()
     assert sum(ends.values()) == 2  # the event and its commit marker

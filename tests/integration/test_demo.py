@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.integration.support import run_cli
-from worker.ops.scenario import build_scenario
+from worker.loadgen.scenario import build_scenario
 
 
 def test_the_demo_decides_every_scripted_send_as_spec_requires(kafka_topics):

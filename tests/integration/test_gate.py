@@ -17,7 +17,7 @@ from tests.integration.support import (
 )
 from worker.codec import AvroCodec
 from worker.models import PreferenceEventType as T
-from worker.ops.scenario import build_scenario
+from worker.loadgen.scenario import build_scenario
 
 
 def test_a_scenario_covering_every_reason_is_split_as_spec_requires(kafka_topics):

@@ -8,10 +8,11 @@ import sys
 import pytest
 
 from tests.integration.support import read_committed, settings_env
+from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.models import PreferenceEvent
-from worker.ops.generate import generate_events
-from worker.ops.traffic import World
+from worker.loadgen.generate import generate_events
+from worker.loadgen.traffic import World
 
 BASE_MS = 1_790_000_000_000
 
@@ -36,7 +37,7 @@ def test_generate_produces_the_requested_counts_keyed_per_spec(kafka_topics):
     decoded = {}
     for message in events:
         event = PreferenceEvent.from_record(codec.decode("PreferenceEvent", message.value()))
-        assert message.key() == event.kafka_key().encode()
+        assert message.key() == kafka_key(event).encode()
         decoded[event.event_id] = event
     # The command's events are the API's for the same seed and time.
     expected = generate_events(World(seed=11, orgs=3, contacts=300), 400, seed=11, base_time_ms=BASE_MS)

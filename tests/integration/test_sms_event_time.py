@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka import Producer
 
 from tests.integration.support import preference_event, read_committed, running_applier, send_request, wait_until
+from worker.policy.event_keys import kafka_key
 from worker.assembly import Runtime
 from worker.codec import AvroCodec
 from worker.config import Settings
@@ -81,14 +82,14 @@ def test_a_rebuild_does_not_republish_rejections_already_published(kafka_topics,
         preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="kept@example.com"),
     ]
     for event in events:
-        _produce_on(settings, 0, event.kafka_key(), event)
+        _produce_on(settings, 0, kafka_key(event), event)
     with running_applier(settings) as first:
         wait_until(lambda: _applied_everything(first, settings), message="first build")
     assert len(read_committed(settings, settings.topics.rejected)) == 2
 
     RedisStateStore.from_settings(settings.redis, settings.state).clear()
     late = preference_event(T.SMS_OPT_OUT, phone="+16502530012", occurred_at=t0)  # rejected for the first time
-    _produce_on(settings, 0, late.kafka_key(), late)
+    _produce_on(settings, 0, kafka_key(late), late)
     with running_applier(settings) as second:
         wait_until(lambda: _applied_everything(second, settings), message="rebuild")
     assert second.progress.rebuilds == 1

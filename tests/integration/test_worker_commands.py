@@ -17,7 +17,7 @@ from tests.integration.support import (
 from worker.codec import AvroCodec
 from worker.config import RedisSettings
 from worker.models import PreferenceEventType as T, SuppressionReason
-from worker.ops.scenario import build_scenario
+from worker.loadgen.scenario import build_scenario
 from worker.policy.decision import DecisionPolicy
 from worker.state.redis_store import RedisStateStore
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.unit.kafka_fakes import FakeConsumer, FakeEndOffsets, FakeTopic
 from tests.unit.policy_fakes import event
+from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import StateUnavailable
@@ -59,7 +60,7 @@ class Setup:
 
     def produce(self, ev: PreferenceEvent, *, partition: int = 0, key: str | None = None) -> None:
         value = CODEC.encode("PreferenceEvent", ev.to_record())
-        self.topic.append(partition, (key if key is not None else ev.kafka_key()).encode(), value)
+        self.topic.append(partition, (key if key is not None else kafka_key(ev)).encode(), value)
 
     def produce_raw(self, value: bytes, *, partition: int = 0) -> None:
         self.topic.append(partition, b"raw", value)

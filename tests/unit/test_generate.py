@@ -6,11 +6,12 @@ import collections
 
 import pytest
 
+from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.policy.addresses import normalize_email, normalize_phone
 from worker.models import Category, Channel, PreferenceEvent, PreferenceEventType as T, RejectionReason
-from worker.ops.generate import EVENT_MIX, encoded_events, encoded_sends, generate_events, generate_sends
-from worker.ops.traffic import INVALID_KINDS, INVALID_SUFFIX, BenchPlan, World
+from worker.loadgen.generate import EVENT_MIX, encoded_events, encoded_sends, generate_events, generate_sends
+from worker.loadgen.traffic import INVALID_KINDS, INVALID_SUFFIX, BenchPlan, World
 from worker.policy.decision import DecisionPolicy
 from worker.policy.events import PreferenceRules, apply_events
 
@@ -100,10 +101,10 @@ def test_sms_opt_outs_follow_an_opt_in_of_the_same_number_and_key(events):
         if event.event_id.endswith(INVALID_SUFFIX):
             continue
         if event.type is T.SMS_OPT_IN:
-            opted_in.add(event.kafka_key().encode())
+            opted_in.add(kafka_key(event).encode())
         elif event.type is T.SMS_OPT_OUT:
             # The same key: the same partition, so the opt-in is applied first.
-            assert event.kafka_key().encode() in opted_in
+            assert kafka_key(event).encode() in opted_in
             valid_opt_outs += 1
     assert valid_opt_outs > 100
 

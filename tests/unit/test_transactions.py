@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from worker.errors import ExitCode, ProducerFenced
-from worker.gate.transactions import TransactionAborted, call_kafka
+from worker.kafka.transactions import TransactionAborted, call_kafka
 from worker.kafka.recovery import ProducerFatal
 from worker.metrics import Metrics
 
@@ -28,7 +28,7 @@ class Flaky:
 
 
 def test_retriable_errors_are_retried_until_the_call_succeeds(monkeypatch):
-    monkeypatch.setattr("worker.gate.transactions.time.sleep", lambda _s: None)
+    monkeypatch.setattr("worker.kafka.transactions.time.sleep", lambda _s: None)
     operation = Flaky([kafka_error(KafkaError.REQUEST_TIMED_OUT, retriable=True)] * 3)
     assert call_kafka(operation, what="commit", metrics=Metrics()) == "done"
     assert operation.calls == 4
@@ -60,7 +60,7 @@ def test_other_fatal_errors_ask_for_a_rebuilt_producer_or_exit_with_the_kafka_fa
 
 
 def test_retries_are_bounded(monkeypatch):
-    monkeypatch.setattr("worker.gate.transactions.time.sleep", lambda _s: None)
+    monkeypatch.setattr("worker.kafka.transactions.time.sleep", lambda _s: None)
     operation = Flaky([kafka_error(KafkaError.REQUEST_TIMED_OUT, retriable=True)] * 100)
     with pytest.raises(TransactionAborted, match="still failing"):
         call_kafka(operation, what="commit", metrics=Metrics())
@@ -76,7 +76,7 @@ def test_errors_are_counted_by_kind():
 def test_a_call_that_hangs_past_its_timeout_is_abandoned_so_the_producer_is_rebuilt(monkeypatch):
     import threading
 
-    import worker.gate.transactions as transactions
+    import worker.kafka.transactions as transactions
 
     released = threading.Event()
     monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.05)
@@ -97,7 +97,7 @@ def test_a_call_that_returns_in_time_gives_its_result_and_its_errors():
 def test_the_time_limit_bounds_a_call_and_all_its_retries(monkeypatch):
     import threading
 
-    import worker.gate.transactions as transactions
+    import worker.kafka.transactions as transactions
 
     released = threading.Event()
     monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.2)

@@ -30,7 +30,7 @@ from worker.gate.core import PoisonValue, build_core
 from worker.gate.freshness import FreshStateReader
 from worker.gate.outputs import Headers, OutputBuilder
 from worker.gate.recovery import init_transactions_until_ready, raise_if_producer_fenced
-from worker.gate.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
+from worker.kafka.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
 from worker.health import Health
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
 from worker.metrics import Metrics

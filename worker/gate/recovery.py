@@ -24,7 +24,7 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from worker.config import Settings
-from worker.gate.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
+from worker.kafka.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
 from worker.kafka.clients import consumer_config
 from worker.metrics import Metrics
 from worker.runtime import StopSignal

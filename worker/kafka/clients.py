@@ -17,7 +17,7 @@ from worker.config import Settings
 #   send_offsets_to_transaction waits for a broker that never comes up, past its
 #   own timeout (#5456). Without it the broker handles survive and reconnect. A
 #   client whose brokers all changed address still recovers: the gate's watchdog
-#   (worker/gate/transactions.py) exits it and the new process bootstraps anew.
+#   (worker/kafka/transactions.py) exits it and the new process bootstraps anew.
 # * reconnect backoff capped at 1 s instead of 10 s: after a few refused
 #   connections the wait between attempts grows to ~10 s (+50 % jitter), so the
 #   transaction coordinator was found up to 15 s after the broker was back.

@@ -1,1 +1,1 @@
-"""Operator tools: rebuild, explain, replay, traffic generation, bench and the demo."""
+"""Operator tools on the live state: explain, what-if, replay, event, rebuild."""

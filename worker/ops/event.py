@@ -14,6 +14,7 @@ import uuid
 import click
 from confluent_kafka import Producer
 
+from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import ServiceUnreachable
@@ -56,7 +57,7 @@ def publish(settings: Settings, event: PreferenceEvent, *, timeout_seconds: floa
     errors: list[str] = []
     producer.produce(
         settings.topics.preferences,
-        key=event.kafka_key(settings.state.default_phone_region).encode(),
+        key=kafka_key(event, settings.state.default_phone_region).encode(),
         value=codec.encode("PreferenceEvent", event.to_record()),
         on_delivery=lambda error, _msg: errors.append(str(error)) if error is not None else None,
     )

@@ -2,7 +2,7 @@
 
 Reads a window of ``sends.suppressed`` (filters: time on ``decided_at``,
 reason, organization, campaign), decides each record again on the live store
-behind the gate's freshness barrier (see :class:`~worker.ops.explain.LiveState`:
+behind the gate's freshness barrier (see :class:`~worker.ops.live_state.LiveState`:
 an empty, rebuilding or lagging store stops the run, nothing is released on
 it), and produces those now allowed to ``sends.requested`` — the original
 ``SendRequest`` re-encoded, the same key, with provenance headers. The gate
@@ -68,7 +68,7 @@ from worker.errors import ExitCode, FatalError, SendgateError, ServiceUnreachabl
 from worker.kafka.clients import idempotent_producer_config
 from worker.kafka.messages import header
 from worker.models import SendRequest, SuppressionReason
-from worker.ops.explain import LiveState
+from worker.ops.live_state import LiveState
 from worker.ops.replay_ledger import LedgerEntry, ReplayLedger
 from worker.ops.tables import by_reason_rows, counts_table, echo_json, progress_bar
 from worker.ops.topic_reader import DurationParam, RecordFilter, TimeParam, TopicWindow, parse_duration, position

@@ -37,7 +37,7 @@ from worker.config import Settings
 from worker.gate.outputs import PRIMARY_REASON_HEADER
 from worker.kafka.messages import header
 from worker.models import SendRequest, SuppressionReason
-from worker.ops.explain import LiveState
+from worker.ops.live_state import LiveState
 from worker.ops.tables import echo_json, progress_bar
 from worker.ops.topic_reader import RecordFilter, TimeParam, TopicWindow, position
 from worker.policy.decision import Decision

@@ -1,6 +1,6 @@
 """``sendgate generate``: realistic preference events and send requests, produced fast.
 
-The generated world (``worker.ops.traffic``) is fixed by ``--seed``; the event
+The generated world (``worker.loadgen.traffic``) is fixed by ``--seed``; the event
 mix covers every type of SPEC §4 plus a few events built to be rejected, the
 send mix EMAIL/SMS × MARKETING/TRANSACTIONAL with some invalid addresses.
 Producing is a bulk path: no per-message Python callback, the producer is
@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import ConfigurationError, RetryableError, ServiceUnreachable
@@ -40,7 +41,7 @@ from worker.models import (
     UnsubscribeScope,
     UserOptOutScope,
 )
-from worker.ops.traffic import (
+from worker.loadgen.traffic import (
     INVALID_EMAILS,
     INVALID_KINDS,
     INVALID_SUFFIX,
@@ -336,7 +337,7 @@ def encoded_events(
     encode = codec.encode
     for event in events:
         kinds[event.type.value] += 1
-        yield event.kafka_key().encode(), encode("PreferenceEvent", event.to_record())
+        yield kafka_key(event).encode(), encode("PreferenceEvent", event.to_record())
 
 
 def encoded_sends(

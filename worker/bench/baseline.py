@@ -25,7 +25,7 @@ from rich.console import Console
 from worker.config import Settings
 from worker.errors import KafkaFatal, SendgateError
 from worker.kafka.clients import make_consumer, static_member_config, transactional_producer_config
-from worker.ops.generate import progress_bar, tracked
+from worker.loadgen.generate import progress_bar, tracked
 from worker.runtime import StopSignal
 
 logger = logging.getLogger(__name__)

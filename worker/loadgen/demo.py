@@ -17,12 +17,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from worker.policy.event_keys import kafka_key
 from worker.assembly import Runtime, build_applier, build_gate
 from worker.config import Settings
 from worker.errors import SendgateError
 from worker.kafka.clients import idempotent_producer_config
 from worker.kafka.messages import headers_text
-from worker.ops.scenario import Scenario, build_scenario
+from worker.loadgen.scenario import Scenario, build_scenario
 
 
 class DemoFailed(SendgateError):
@@ -83,7 +84,7 @@ def _produce(settings: Settings, runtime: Runtime, scenario: Scenario) -> None:
     for event in scenario.events:
         producer.produce(
             settings.topics.preferences,
-            key=event.kafka_key(settings.state.default_phone_region).encode(),
+            key=kafka_key(event, settings.state.default_phone_region).encode(),
             value=runtime.codec.encode("PreferenceEvent", event.to_record()),
         )
     for send in scenario.sends:

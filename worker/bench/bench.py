@@ -2,10 +2,10 @@
 
 One run, on topics and a Redis key prefix of its own (created, then deleted):
 
-1. ``preload``  — the bench's preference topic (:class:`~worker.ops.traffic.BenchPlan`): opt-outs and contact facts;
+1. ``preload``  — the bench's preference topic (:class:`~worker.loadgen.traffic.BenchPlan`): opt-outs and contact facts;
 2. ``rebuild``  — :func:`worker.ops.rebuild.rebuild` applies it into an empty store: events/s, Redis bytes per fact;
 3. ``sends``    — the send requests, about a fifth of them to be suppressed;
-4. ``baseline`` — the bare transactional loop over them (:mod:`worker.ops.baseline`);
+4. ``baseline`` — the bare transactional loop over them (:mod:`worker.bench.baseline`);
 5. ``gate``     — the real gate over the same records: records/s, state round trips per batch, time per phase;
 6. ``latency``  — a gate process at a fixed offered load below saturation (half the gate's rate):
    from produce to visible under read_committed, p50/p99.
@@ -43,8 +43,8 @@ from worker.config import Settings
 from worker.errors import SendgateError
 from worker.kafka.admin import create_topics, delete_topics
 from worker.kafka.clients import idempotent_producer_config
-from worker.ops.baseline import BareTransactionalLoop, measure_gate
-from worker.ops.generate import (
+from worker.bench.baseline import BareTransactionalLoop, measure_gate
+from worker.loadgen.generate import (
     ProduceReport,
     bulk_producer,
     encoded_sends,
@@ -54,7 +54,7 @@ from worker.ops.generate import (
     progress_bar,
     tracked,
 )
-from worker.ops.traffic import BenchPlan
+from worker.loadgen.traffic import BenchPlan
 from worker.terminal import console, run_guarded
 
 logger = logging.getLogger(__name__)

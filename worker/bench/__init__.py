@@ -1,0 +1,1 @@
+"""Benchmarking: the gate against the bare transactional loop, latency, rebuild, memory."""
