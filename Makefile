@@ -78,7 +78,7 @@ demo: venv
 	fi; exit $$result
 
 # The long fault-injection runs (tests marked chaos); tests/chaos/conftest.py prints
-# the table (fault, runs, records, lost, duplicated, misrouted, wrongly allowed, pause).
+# the table (fault, runs, records, lost, duplicated, misrouted, wrongly allowed, wrongly suppressed, pause).
 chaos: venv stack-up
 	SENDGATE_CHAOS=1 $(VENV)/bin/pytest -q tests -m chaos --durations=0 $(PYTEST_ARGS)
 

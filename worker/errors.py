@@ -6,7 +6,8 @@ Three families drive how the workers react, in one place each:
 
 * :class:`PoisonInput` — this one record is bad: dead-letter / reject it, move on.
 * :class:`RetryableError` — the world is briefly wrong (Redis down, state not
-  ready): fail closed, back off, retry.
+  ready): fail closed, back off, retry. One that escapes a command after all
+  exits with the ``exit_code`` of its kind.
 * :class:`FatalError` — the process cannot go on (fenced, misconfigured):
   exit non-zero with a named exit code and let the supervisor restart it.
 """
@@ -40,15 +41,23 @@ class PoisonInput(SendgateError):
 
 
 class RetryableError(SendgateError):
-    """A transient condition: the worker fails closed and retries after a back-off."""
+    """A transient condition: the worker fails closed and retries after a back-off.
+
+    ``exit_code`` is the command's exit code when the condition outlasts its
+    retries (most often a service that does not answer).
+    """
+
+    exit_code: ExitCode = ExitCode.UNREACHABLE
 
 
-class StateUnavailable(RetryableError):
-    """Redis cannot be reached or answered with an error."""
+class KafkaRetriable(RetryableError):
+    """librdkafka says the same call may simply be made again (retried within :func:`~worker.kafka.transactions.call_kafka`)."""
 
 
-class StateNotReady(RetryableError):
-    """The store is empty, rebuilding, or behind the freshness barrier."""
+class TransactionAborted(RetryableError):
+    """The open Kafka transaction must be aborted; its input is processed again."""
+
+    exit_code = ExitCode.KAFKA_FATAL
 
 
 class FatalError(SendgateError):

@@ -12,12 +12,13 @@ from typing import Any, Callable
 
 import click
 import redis
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from rich.console import Console
 
 from worker.config import Settings
 from worker.errors import ExitCode, FatalError, RetryableError, SendgateError, ServiceUnreachable
 from worker.kafka import auth as kafka_auth
+from worker.kafka.classification import is_fatal, is_fenced, kafka_error
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ def _exit_refused(message: str) -> None:
 def run_guarded(action: Callable[[], Any]) -> Any:
     """Run a command body, turning our errors into one line and a named exit code.
 
-    Refused Kafka credentials are a configuration error (14), even where they
-    surface as an unreachable Kafka (15).
+    A retryable error that outlasted its retries exits with its kind's code
+    (e.g. 13 for a store that is not ready, 15 for a service that does not
+    answer). Refused Kafka credentials are a configuration error (14), even
+    where they surface as an unreachable Kafka (15).
     """
     try:
         return action()
@@ -76,18 +79,19 @@ def run_guarded(action: Callable[[], Any]) -> Any:
         refused = _credentials_refused()
         if refused is not None:
             _exit_refused(refused)
+        logger.error("stopping", extra={"error": str(exc), "exit_code": exc.exit_code.name})
         err_console.print(f"[red]error:[/red] {exc}")
-        sys.exit(ExitCode.UNREACHABLE)
+        sys.exit(exc.exit_code)
     except SendgateError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(ExitCode.FAILURE)
     except KafkaException as exc:
-        error = exc.args[0]
-        if kafka_auth.is_authentication_failure(error):
+        error = kafka_error(exc)
+        if error is not None and kafka_auth.is_authentication_failure(error):
             _exit_refused(kafka_auth.credentials_refused_message(_bootstrap_servers()))
-        if getattr(error, "fatal", lambda: False)() or getattr(error, "code", lambda: None)() == KafkaError._FENCED:
+        if error is not None and (is_fenced(error) or is_fatal(error)):
             err_console.print(f"[red]error:[/red] fatal Kafka error: {error}")
-            sys.exit(ExitCode.FENCED if error.code() == KafkaError._FENCED else ExitCode.KAFKA_FATAL)
+            sys.exit(ExitCode.FENCED if is_fenced(error) else ExitCode.KAFKA_FATAL)
         refused = _credentials_refused()
         if refused is not None:
             _exit_refused(refused)

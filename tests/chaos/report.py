@@ -18,6 +18,7 @@ class Row:
     duplicated: int | None = None
     misrouted: int | None = None
     wrongly_allowed: int | None = None
+    wrongly_suppressed: int | None = None  # suppressed although no fact the oracle holds explains it
     exits: int | None = None  # workers that exited on their own (rows run without a supervisor)
     pause: str = "-"
     note: str = ""
@@ -30,6 +31,7 @@ class Row:
         self.duplicated = sum(len(v.duplicated) for v in verdicts)
         self.misrouted = sum(len(v.misrouted) for v in verdicts)
         self.wrongly_allowed = sum(len(v.wrongly_allowed) for v in verdicts)
+        self.wrongly_suppressed = sum(len(v.wrongly_suppressed) for v in verdicts)
         self.exits = exits
         self.pause = pause
         self.note = note
@@ -39,7 +41,7 @@ class Row:
 ROWS: list[Row] = []
 
 COLUMNS = (
-    "fault", "runs", "records", "lost", "duplicated", "misrouted", "wrongly allowed", "worker exits", "pause", "result",
+    "fault", "runs", "records", "lost", "duplicated", "misrouted", "wrongly allowed", "wrongly suppressed", "worker exits", "pause", "result",
 )
 
 
@@ -69,11 +71,11 @@ def render(rows: list[Row]) -> str:
 
     table = [COLUMNS] + [
         (r.fault, cell(r.runs), cell(r.records), cell(r.lost), cell(r.duplicated), cell(r.misrouted),
-         cell(r.wrongly_allowed), cell(r.exits), r.pause, r.result if r.result in ("ok", "not supported", "running") else "FAIL")
+         cell(r.wrongly_allowed), cell(r.wrongly_suppressed), cell(r.exits), r.pause, r.result if r.result in ("ok", "not supported", "running") else "FAIL")
         for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    numeric = range(1, 8)
+    numeric = range(1, 9)
 
     def line(values: tuple[str, ...]) -> str:
         return "| " + " | ".join(v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))) + " |"

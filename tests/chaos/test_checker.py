@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tests.chaos import report
 from tests.chaos.checker import ALLOWED, SUPPRESSED, Output, judge, suppressed_output
 from tests.chaos.monitor import ProgressMonitor, Sample
 from tests.chaos.oracle import Oracle, SpecModel
@@ -86,6 +87,18 @@ def test_a_suppression_no_state_explains_is_wrongly_suppressed_and_one_after_an_
     # Produced before the opt-out's ack, but the gate may have applied it already: not wrong.
     assert verdict.wrongly_suppressed == [unexplained.message_id]
     assert not verdict.clean and "wrongly_suppressed=1" in verdict.describe()
+
+
+def test_the_chaos_table_counts_wrong_suppressions_next_to_wrong_allows():
+    ledger, audience = _ledger()
+    unexplained = _send(ledger, audience, 0, 1.0)
+    verdict = judge(ledger, {unexplained.message_id: [_out(SUPPRESSED, unexplained)]}, [])
+    row = report.Row("a fault").fill([verdict], pause="-")
+    header, _rule, line = report.render([row]).splitlines()[:3]
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    cells = dict(zip(columns, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
+    assert columns.index("wrongly suppressed") == columns.index("wrongly allowed") + 1
+    assert cells["wrongly allowed"] == "0" and cells["wrongly suppressed"] == "1"
 
 
 def test_an_unreadable_suppressed_record_is_misrouted_not_a_crash():

@@ -104,7 +104,7 @@ def test_chaos_redis_cluster_is_refused_at_start(settings, tmp_path):
             outcomes = worker_outcomes(settings, cluster)
         codes = sorted({code for code, _ in outcomes.values()}, key=str)
         row.runs, row.records = 1, 0
-        row.lost = row.duplicated = row.misrouted = row.wrongly_allowed = 0
+        row.lost = row.duplicated = row.misrouted = row.wrongly_allowed = row.wrongly_suppressed = 0
         row.pause = "refused at start (exit 14)" if codes == [ExitCode.CONFIG] else f"not refused: exit {codes}"
         row.note = "not supported: applier and gate exit 14 (CONFIG) at start, naming cluster mode and SENDGATE_REDIS__URL"
         assert_refused(outcomes, cluster)

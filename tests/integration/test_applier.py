@@ -166,7 +166,7 @@ def test_a_store_of_a_newer_layout_is_left_alone_by_an_older_applier(kafka_topic
     import pytest
 
     from worker.state.addressing import FactAddressing
-    from worker.state.redis_store import IncompatibleLayout
+    from worker.state.errors import IncompatibleLayout
 
     settings = kafka_topics
     codec = AvroCodec.from_settings(settings)

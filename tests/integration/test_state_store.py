@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from worker.config import RedisSettings, StateSettings
-from worker.errors import ConfigurationError, StateUnavailable
+from worker.errors import ConfigurationError
+from worker.state.errors import StateUnavailable
 from worker.policy.facts import FLAG_SET, FactKey, FactKind
-from worker.state import GenerationLost, ProgressConflict
+from worker.state.errors import GenerationLost, ProgressConflict
 from worker.state.addressing import FactAddressing
 from worker.state.memory_store import MemoryStateStore
 from worker.state.redis_store import RedisStateStore
@@ -150,7 +151,7 @@ def test_stored_facts_cost_little_memory(settings, redis_client):
 
 def test_a_store_of_an_older_layout_waits_for_its_rebuild_and_a_newer_one_is_refused(settings, redis_client):
     from worker.errors import RetryableError
-    from worker.state.redis_store import IncompatibleLayout, OlderLayout
+    from worker.state.errors import IncompatibleLayout, OlderLayout
 
     store = RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state))
     store.begin_generation({})

@@ -9,7 +9,7 @@ from tests.unit.policy_fakes import event
 from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
-from worker.errors import StateUnavailable
+from worker.state.errors import StateUnavailable
 from worker.metrics import Metrics
 from worker.models import Category, Channel, PreferenceEvent, RejectionReason, SendRequest, SuppressionReason
 from worker.models import PreferenceEventType as T

@@ -15,7 +15,8 @@ from confluent_kafka import KafkaError, KafkaException
 
 from worker import terminal as cli
 from worker.config import KafkaSettings, Settings
-from worker.errors import ExitCode, ServiceUnreachable, StateUnavailable
+from worker.errors import ExitCode, ServiceUnreachable
+from worker.state.errors import StateUnavailable
 from worker.kafka import auth
 from worker.kafka.admin import _metadata
 from worker.kafka.auth import (

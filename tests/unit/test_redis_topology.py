@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from worker.errors import ConfigurationError, ExitCode, StateUnavailable
+from worker.errors import ConfigurationError, ExitCode
+from worker.state.errors import StateUnavailable
 from worker.state.topology import (
     RedisClusterRefused,
     cluster_enabled,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.errors import ExitCode, ProducerFenced
-from worker.kafka.transactions import TransactionAborted, call_kafka
+from worker.errors import ExitCode, ProducerFenced, TransactionAborted
+from worker.kafka.transactions import call_kafka
 from worker.kafka.recovery import ProducerFatal
 from worker.metrics import Metrics
 

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from worker.config import Settings
 from worker.errors import KafkaFatal, SendgateError
+from worker.kafka.classification import is_fatal
 from worker.kafka.clients import make_consumer, static_member_config, transactional_producer_config
 from worker.loadgen.generate import progress_bar, tracked
 from worker.runtime import StopSignal
@@ -150,7 +151,7 @@ def _usable(message: Message) -> bool:
     error = message.error()
     if error is None:
         return True
-    if error.fatal():
+    if is_fatal(error):
         raise KafkaFatal(f"baseline consumer: {error}")
     if error.code() != KafkaError._PARTITION_EOF:
         logger.warning("baseline consumer error", extra={"error": str(error)})

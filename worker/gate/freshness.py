@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, TypeVar
 
-from worker.errors import StateNotReady
+from worker.state.errors import StateNotReady
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.metrics import Metrics
 from worker.policy.facts import FactKey

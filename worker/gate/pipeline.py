@@ -25,12 +25,13 @@ from prometheus_client import Histogram
 from worker._native import Outcome, PreparedBatch
 from worker.codec import AvroCodec
 from worker.config import Settings
-from worker.errors import DeadLetterBurst, RetryableError
+from worker.errors import DeadLetterBurst, KafkaRetriable, RetryableError, TransactionAborted
 from worker.gate.core import PoisonValue, build_core
 from worker.gate.freshness import FreshStateReader
 from worker.gate.outputs import Headers, OutputBuilder
 from worker.gate.recovery import init_transactions_until_ready, raise_if_producer_fenced
-from worker.kafka.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
+from worker.kafka.classification import classify, is_fatal, kafka_error
+from worker.kafka.transactions import call_kafka
 from worker.health import Health
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
 from worker.metrics import Metrics
@@ -351,7 +352,7 @@ class Gate:
                 self._producer.poll(0.05)  # the local queue is full: let librdkafka send
             except KafkaException as exc:
                 classified = classify(exc, what="produce", metrics=self._metrics)
-                if not isinstance(classified, RetriableKafkaError):
+                if not isinstance(classified, KafkaRetriable):
                     raise classified from exc
                 self._producer.poll(0.05)
 
@@ -394,10 +395,8 @@ class Gate:
         if error is None:
             return message.partition() in self._assigned
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
-        if error.fatal() or error.code() == KafkaError._FATAL:
-            # librdkafka reports some fatal consumer errors (e.g. a static member
-            # fenced by its successor) as _FATAL with fatal() false. The consumer
-            # is dead either way: _recover re-creates it or exits.
+        if is_fatal(error):
+            # The consumer is dead: _recover re-creates it or exits.
             raise ConsumerFatal(f"gate consumer: {error}")
         if error.code() != KafkaError._PARTITION_EOF:
             logger.warning("gate consumer error", extra={"error": str(error)})
@@ -516,8 +515,8 @@ class Gate:
         try:
             self._rewind()
         except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if error is not None and (error.fatal() or error.code() == KafkaError._FATAL):
+            error = kafka_error(exc)
+            if error is not None and is_fatal(error):
                 raise ConsumerFatal(f"rewind after {after}: {error}") from exc
             if error is not None and error.code() == KafkaError._TIMED_OUT:
                 self._rewind_timeouts += 1

@@ -24,7 +24,9 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from worker.config import Settings
-from worker.kafka.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
+from worker.errors import KafkaRetriable, TransactionAborted
+from worker.kafka.classification import classify
+from worker.kafka.transactions import call_kafka
 from worker.kafka.clients import consumer_config
 from worker.metrics import Metrics
 from worker.runtime import StopSignal
@@ -51,7 +53,7 @@ def init_transactions_until_ready(producer: Producer, *, metrics: Metrics, stop:
             return
         except KafkaException as exc:
             classified = classify(exc, what="init_transactions (rebuilt producer)", metrics=metrics)
-            if not isinstance(classified, (RetriableKafkaError, TransactionAborted)) or time.monotonic() >= deadline:
+            if not isinstance(classified, (KafkaRetriable, TransactionAborted)) or time.monotonic() >= deadline:
                 raise classified from exc
             attempt += 1
             logger.warning("rebuilt producer not initialised yet; trying again", extra={"attempt": attempt, "error": str(classified)})

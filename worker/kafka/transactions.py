@@ -1,8 +1,8 @@
-"""Kafka transaction calls with librdkafka's error classes handled in one place.
+"""Kafka transaction calls, retried and classified (:mod:`worker.kafka.classification`).
 
 * retriable → the same call again (bounded);
-* abortable (``txn_requires_abort``) → :class:`TransactionAborted`: the caller
-  aborts and rewinds to the committed offsets;
+* abortable (``txn_requires_abort``) → :class:`~worker.errors.TransactionAborted`:
+  the caller aborts and rewinds to the committed offsets;
 * fenced → :class:`~worker.errors.ProducerFenced` (exit 10); other fatal →
   :class:`~worker.kafka.recovery.ProducerFatal`: the gate rebuilds its producer.
 """
@@ -14,9 +14,10 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 
-from worker.errors import ProducerFenced, RetryableError
+from worker.errors import KafkaRetriable, TransactionAborted
+from worker.kafka.classification import classify
 from worker.kafka.recovery import ProducerFatal
 from worker.metrics import Metrics
 
@@ -24,38 +25,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FENCED_CODES = {
-    KafkaError._FENCED,
-    KafkaError.PRODUCER_FENCED,
-    KafkaError.INVALID_PRODUCER_EPOCH,
-    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-}
 MAX_RETRIES = 20
 # A hung call is abandoned this long after its own timeout. Short, because
 # while it hangs the gate decides nothing, and the cure (a rebuilt producer,
 # about 0.3 s) is cheap; a healthy call finishes in milliseconds.
 WATCHDOG_MARGIN_SECONDS = 2.0
-
-
-class TransactionAborted(RetryableError):
-    """The open transaction must be aborted; its input is processed again."""
-
-
-def classify(exc: KafkaException, *, what: str, metrics: Metrics) -> Exception:
-    """Our error for a KafkaException: fenced, fatal, aborted, or :class:`RetriableKafkaError`."""
-    error: KafkaError = exc.args[0]
-    metrics.kafka_errors.labels(kind=error.name()).inc()
-    if error.code() in FENCED_CODES:
-        return ProducerFenced(f"{what}: fenced by a newer instance ({error})")
-    if error.fatal():
-        return ProducerFatal(f"{what}: fatal Kafka error ({error})")
-    if error.retriable() and not error.txn_requires_abort():
-        return RetriableKafkaError(f"{what}: {error}")
-    return TransactionAborted(f"{what}: {error}")
-
-
-class RetriableKafkaError(Exception):
-    """The same call may simply be made again (never raised out of :func:`call_kafka`)."""
 
 
 def call_kafka(operation: Callable[[], T], *, what: str, metrics: Metrics, timeout: float | None = None) -> T:
@@ -99,7 +73,7 @@ def _with_retries(operation: Callable[[], T], *, what: str, metrics: Metrics) ->
             return operation()
         except KafkaException as exc:
             classified = classify(exc, what=what, metrics=metrics)
-            if not isinstance(classified, RetriableKafkaError):
+            if not isinstance(classified, KafkaRetriable):
                 raise classified from exc
             logger.warning("retrying Kafka call", extra={"call": what, "error": str(classified), "attempt": attempt + 1})
             time.sleep(min(0.05 * 2**attempt, 2.0))

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.config import Settings
-from worker.errors import ExitCode, FatalError, ServiceUnreachable, StateNotReady, StateUnavailable
+from worker.errors import ExitCode, FatalError, ServiceUnreachable
+from worker.state.errors import StateNotReady, StateUnavailable
 from worker.gate.freshness import FreshStateReader
 from worker.kafka.admin import admin_client
 from worker.kafka.offsets import CommittedEndOffsets, OffsetsUnavailable

@@ -32,6 +32,7 @@ from confluent_kafka.admin import OffsetSpec
 from worker.config import Settings
 from worker.errors import ConfigurationError, KafkaFatal, ServiceUnreachable
 from worker.kafka.admin import admin_client
+from worker.kafka.classification import is_fatal
 from worker.kafka.messages import partition_offset
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def transient(exc: BaseException) -> bool:
     error = exc.args[0] if exc.args else None
     if not isinstance(error, KafkaError):
         return False
-    return error.code() in _TRANSIENT or (error.retriable() and not error.fatal())
+    return error.code() in _TRANSIENT or (error.retriable() and not is_fatal(error))
 
 
 def with_retries(operation: Callable[[], T], *, seconds: float = RETRY_SECONDS) -> T:
@@ -308,7 +309,7 @@ class TopicWindow:
                         if offset >= self.ranges[partition][1]:
                             self._finish(partition, pending)
                         continue
-                    if error.fatal():
+                    if is_fatal(error):
                         raise KafkaFatal(f"reading {self.topic}: {error}")
                     logger.warning("consumer error while reading a window", extra={"topic": self.topic, "error": str(error)})
                     continue

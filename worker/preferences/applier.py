@@ -17,8 +17,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
 from worker.config import Settings
-from worker.errors import RetryableError, StateUnavailable
+from worker.errors import RetryableError
+from worker.state.errors import StateUnavailable
 from worker.health import Health
+from worker.kafka.classification import is_fatal
 from worker.kafka.recovery import ConsumerFatal, RecoveryBudget, close_in_background
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.kafka.messages import partition_offset
@@ -27,8 +29,9 @@ from worker.models import PreferenceEvent, RejectionReason
 from worker.policy.events import PreferenceBatch, PreferenceRules
 from worker.preferences.rejections import Rejection, RejectionWriter
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
-from worker.state.redis_store import OlderLayout
-from worker.state.store import GenerationLost, ProgressConflict, StateStore, StoreStatus
+from worker.state.errors import OlderLayout
+from worker.state.store import StateStore, StoreStatus
+from worker.state.errors import GenerationLost, ProgressConflict
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +376,7 @@ class PreferenceApplier:
 
     def _raise_kafka_error(self, error: KafkaError) -> None:
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
-        if error.fatal() or error.code() == KafkaError._FATAL:
+        if is_fatal(error):
             # A dead consumer (e.g. a static member fenced by its own rejoin after a
             # broker restart): a new one with the same instance id, from the store's
             # progress. Nothing in the store depends on the group, so there is no

@@ -6,7 +6,8 @@ import uuid
 from typing import Iterable, Mapping
 
 from worker.policy.facts import FactKey
-from worker.state.store import GenerationLost, ProgressConflict, Snapshot, StoreStatus
+from worker.state.store import Snapshot, StoreStatus
+from worker.state.errors import GenerationLost, ProgressConflict
 
 
 class MemoryStateStore:

@@ -10,28 +10,17 @@ from typing import Any, Iterable, Mapping
 import redis
 
 from worker.config import RedisSettings, StateSettings
-from worker.errors import ConfigurationError, StateNotReady, StateUnavailable
+from worker.errors import ConfigurationError
 from worker.policy.facts import FactKey
 from worker.state import scripts
 from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing, locations
-from worker.state.store import GenerationLost, PackedSnapshot, ProgressConflict, Snapshot, StoreStatus
+from worker.state.errors import GenerationLost, IncompatibleLayout, OlderLayout, ProgressConflict, StateNotReady, StateUnavailable
+from worker.state.store import PackedSnapshot, Snapshot, StoreStatus
 from worker.state.topology import require_standalone
 
 logger = logging.getLogger(__name__)
 
 SAFE_EVICTION_POLICY = "noeviction"
-
-
-class IncompatibleLayout(ConfigurationError):
-    """The store was written by a newer sendgate, whose layout this one cannot read: upgrade this one."""
-
-
-class OlderLayout(StateNotReady):
-    """The store was written by an older sendgate: the applier empties and rebuilds it.
-
-    Retryable, so a gate upgraded before its applier fails closed and waits
-    for the rebuild instead of exiting.
-    """
 
 
 def _text(value: Any) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
 
-from worker.errors import RetryableError
 from worker.policy.facts import FactKey
 
 
@@ -50,14 +49,6 @@ class PackedSnapshot:
 
     found: list[Any]
     status: StoreStatus
-
-
-class GenerationLost(RetryableError):
-    """The store's generation marker vanished or changed: Redis was emptied or rebuilt."""
-
-
-class ProgressConflict(RetryableError):
-    """Stored progress differs from what this applier expected: another applier moved it."""
 
 
 class StateStore(Protocol):

@@ -15,11 +15,7 @@ from typing import Any
 
 import redis
 
-from worker.errors import ConfigurationError, StateUnavailable
-
-
-class RedisClusterRefused(ConfigurationError):
-    """The configured Redis runs in cluster mode; the state store needs a single primary."""
+from worker.state.errors import RedisClusterRefused, StateUnavailable
 
 
 def cluster_enabled(info: Mapping[str, Any]) -> bool:

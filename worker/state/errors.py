@@ -1,0 +1,45 @@
+"""The error kinds of the state store, in the families of :mod:`worker.errors`."""
+
+from __future__ import annotations
+
+from worker.errors import ConfigurationError, ExitCode, RetryableError
+
+
+class StateUnavailable(RetryableError):
+    """Redis cannot be reached or answered with an error."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class StateNotReady(RetryableError):
+    """The store is empty, rebuilding, or behind the freshness barrier."""
+
+    exit_code = ExitCode.STATE_FATAL
+
+
+class GenerationLost(RetryableError):
+    """The store's generation marker vanished or changed: Redis was emptied or rebuilt."""
+
+    exit_code = ExitCode.STATE_FATAL
+
+
+class ProgressConflict(RetryableError):
+    """Stored progress differs from what this applier expected: another applier moved it."""
+
+    exit_code = ExitCode.STATE_FATAL
+
+
+class OlderLayout(StateNotReady):
+    """The store was written by an older sendgate: the applier empties and rebuilds it.
+
+    Retryable, so a gate upgraded before its applier fails closed and waits
+    for the rebuild instead of exiting.
+    """
+
+
+class IncompatibleLayout(ConfigurationError):
+    """The store was written by a newer sendgate, whose layout this one cannot read: upgrade this one."""
+
+
+class RedisClusterRefused(ConfigurationError):
+    """The configured Redis runs in cluster mode; the state store needs a single primary."""
