@@ -25,9 +25,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-import redis
 
 from worker.config import (
     GateSettings,

@@ -7,8 +7,9 @@ so the hot path never builds ``datetime`` objects.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 
 class Channel(enum.StrEnum):

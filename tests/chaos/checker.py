@@ -215,7 +215,7 @@ def suppressed_output(key: str, value: bytes | None, record: SentRecord, codec: 
     """A record of sends.suppressed traced to its input; one that cannot be read is a problem, hence misrouted."""
     try:
         suppressed = codec.decode("SuppressedSend", value)
-    except Exception as exc:  # noqa: BLE001 - a suppressed record we cannot read is itself a finding
+    except Exception as exc:
         return Output(SUPPRESSED, key, "", None, f"undecodable SuppressedSend: {type(exc).__name__}: {exc}")
     inner = suppressed["request"]["message_id"]
     own_id = record.request.message_id if record.request is not None else key

@@ -59,7 +59,7 @@ class WorkerProcess:
         self.log_paths.append(path)
         self._log = open(path, "wb")  # noqa: SIM115 - closed in _reap
         self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent  # noqa: PLW1509 - prctl only
+            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
         )
         return self
 

@@ -70,7 +70,7 @@ def run_race(
                     events.emit([audience.event(T.EMAIL_OPT_OUT_ORGANIZATION, i)])
                 acked.append(i)  # only after emit() returned: the acknowledgement is in the ledger
                 time.sleep(rng.uniform(0, 2 * opt_out_spacing))
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread below
+        except BaseException as exc:
             failure.append(exc)
         finally:
             done.set()

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.models import (
@@ -29,6 +28,7 @@ from worker.models import (
     PreferenceSource,
     SendRequest,
 )
+from worker.policy.event_keys import kafka_key
 
 T = PreferenceEventType
 DECISION = "decision"  # expected in sends.allowed or sends.suppressed
@@ -333,7 +333,7 @@ class TrafficThreads:
         def run() -> None:
             try:
                 target()
-            except BaseException as exc:  # noqa: BLE001 - re-raised by join() on the main thread
+            except BaseException as exc:
                 self.failure = exc
                 self._done.set()
 

@@ -5,25 +5,26 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import signal
-import tempfile
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from pydantic import SecretStr
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from pydantic import SecretStr
 
-from worker.policy.event_keys import kafka_key
 from worker.assembly import Runtime, build_applier, build_gate
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.models import Category, Channel, PreferenceEvent, PreferenceEventType, PreferenceSource, SendRequest
+from worker.policy.event_keys import kafka_key
 
 NOW_MS = 1_790_000_000_000
 

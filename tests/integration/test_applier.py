@@ -14,12 +14,13 @@ from tests.integration.support import (
     send_request,
     wait_until,
 )
-from worker.policy.event_keys import kafka_key
 from worker.assembly import Runtime, build_applier
 from worker.codec import AvroCodec
 from worker.config import RedisSettings
-from worker.models import Channel, PreferenceEventType as T, PreferenceSource, RejectionReason, SuppressionReason
+from worker.models import Channel, PreferenceSource, RejectionReason, SuppressionReason
+from worker.models import PreferenceEventType as T
 from worker.policy.decision import DecisionPolicy
+from worker.policy.event_keys import kafka_key
 from worker.state.redis_store import RedisStateStore
 
 

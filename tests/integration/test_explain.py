@@ -5,7 +5,8 @@ from __future__ import annotations
 from tests.integration.support import now_ms, preference_event, produce_events
 from tests.integration.test_replay import apply_all, cli, json_out, sendgate
 from worker.codec import AvroCodec
-from worker.models import OrgSettings, PreferenceEventType as T, PreferenceSource, UnsubscribeScope, UserOptOutScope
+from worker.models import OrgSettings, PreferenceSource, UnsubscribeScope, UserOptOutScope
+from worker.models import PreferenceEventType as T
 from worker.ops.explain import explain_command
 
 EMAIL = ("--org", "org-a", "--user", "user-1", "--contact", "c-1", "--channel", "EMAIL", "--to", " Jane@Example.com ", "--from", "agent@lender.example")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.integration.support import (
+    headers_of,
     now_ms,
     preference_event,
     produce_events,
@@ -13,11 +14,10 @@ from tests.integration.support import (
     running_gate,
     send_request,
     wait_for_outputs,
-    headers_of,
 )
 from worker.codec import AvroCodec
-from worker.models import PreferenceEventType as T
 from worker.loadgen.scenario import build_scenario
+from worker.models import PreferenceEventType as T
 
 
 def test_a_scenario_covering_every_reason_is_split_as_spec_requires(kafka_topics):

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from tests.integration.support import (
+    free_port,
     preference_event,
     produce_events,
     produce_sends,
@@ -19,7 +20,6 @@ from tests.integration.support import (
     running_gate,
     send_request,
     start_cli,
-    free_port,
     start_redis,
     wait_for_outputs,
     wait_until,
@@ -71,7 +71,7 @@ class PacedSends:
                     ahead = self.produced / per_second - (time.monotonic() - started)
                     if ahead > 0:
                         time.sleep(ahead)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            except BaseException as exc:
                 self.failure = exc
 
         self.total = len(requests)

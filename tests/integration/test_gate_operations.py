@@ -8,18 +8,18 @@ import urllib.error
 import urllib.request
 
 from tests.integration.support import (
+    WorkerThread,
+    free_port,
     preference_event,
     produce_events,
     produce_raw,
     produce_sends,
     read_outputs,
+    run_cli,
     running_applier,
     send_request,
     start_cli,
-    run_cli,
-    free_port,
     wait_until,
-    WorkerThread,
 )
 from worker.assembly import Runtime, build_applier, build_gate
 from worker.codec import AvroCodec

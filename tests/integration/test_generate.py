@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from tests.integration.support import read_committed, settings_env
-from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
-from worker.models import PreferenceEvent
 from worker.loadgen.generate import generate_events
 from worker.loadgen.traffic import World
+from worker.models import PreferenceEvent
+from worker.policy.event_keys import kafka_key
 
 BASE_MS = 1_790_000_000_000
 

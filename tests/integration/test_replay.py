@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -30,7 +30,8 @@ from tests.integration.support import (
 from worker.assembly import Runtime
 from worker.codec import AvroCodec
 from worker.config import Settings
-from worker.models import PreferenceEventType as T, SendRequest
+from worker.models import PreferenceEventType as T
+from worker.models import SendRequest
 from worker.ops.replay import (
     REPLAY_OF_HEADER,
     REPLAY_TOKEN_HEADER,
@@ -192,7 +193,7 @@ def test_filters_select_by_organization_campaign_time_and_reason(kafka_topics):
     assert released("--reason", "DO_NOT_CONTACT", "--reason", "OK_TO_EMAIL_FALSE") == 2
     assert released("--until", str(base + HOUR_MS)) == 6
     assert released("--since", str(base + HOUR_MS)) == 4
-    iso_since = datetime.fromtimestamp((base + 2 * HOUR_MS) // 1000, tz=timezone.utc).isoformat()  # 2026-...T..+00:00
+    iso_since = datetime.fromtimestamp((base + 2 * HOUR_MS) // 1000, tz=UTC).isoformat()  # 2026-...T..+00:00
     assert released("--since", iso_since, "--org", "org-a") == 2
     assert released("--dedupe-window", "1h") == 0, "records older than the window are never replayed"
     assert len(read_committed(settings, settings.topics.requested)) == 0

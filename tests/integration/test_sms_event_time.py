@@ -5,13 +5,13 @@ from __future__ import annotations
 from confluent_kafka import Producer
 
 from tests.integration.support import preference_event, read_committed, running_applier, send_request, wait_until
-from worker.policy.event_keys import kafka_key
 from worker.assembly import Runtime
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.models import Channel, PreferenceEvent, SuppressionReason
 from worker.models import PreferenceEventType as T
 from worker.policy.decision import DecisionPolicy
+from worker.policy.event_keys import kafka_key
 from worker.state.redis_store import RedisStateStore
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient
 import redis
+from confluent_kafka.admin import AdminClient
 
 from tests import harness
 

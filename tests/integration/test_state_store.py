@@ -6,10 +6,9 @@ import pytest
 
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
-from worker.state.errors import StateUnavailable
 from worker.policy.facts import FLAG_SET, FactKey, FactKind
-from worker.state.errors import GenerationLost, ProgressConflict
 from worker.state.addressing import FactAddressing
+from worker.state.errors import GenerationLost, ProgressConflict, StateUnavailable
 from worker.state.memory_store import MemoryStateStore
 from worker.state.redis_store import RedisStateStore
 

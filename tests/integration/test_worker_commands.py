@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from tests.integration.support import (
+    free_port,
     now_ms,
     preference_event,
     produce_events,
     produce_sends,
+    run_cli,
     send_request,
     start_cli,
-    run_cli,
-    free_port,
     start_redis,
     wait_for_outputs,
 )
 from worker.codec import AvroCodec
 from worker.config import RedisSettings
-from worker.models import PreferenceEventType as T, SuppressionReason
 from worker.loadgen.scenario import build_scenario
+from worker.models import PreferenceEventType as T
+from worker.models import SuppressionReason
 from worker.policy.decision import DecisionPolicy
 from worker.state.redis_store import RedisStateStore
 

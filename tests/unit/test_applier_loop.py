@@ -6,17 +6,17 @@ from typing import Any
 
 from tests.unit.kafka_fakes import FakeConsumer, FakeEndOffsets, FakeTopic
 from tests.unit.policy_fakes import event
-from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
-from worker.state.errors import StateUnavailable
 from worker.metrics import Metrics
 from worker.models import Category, Channel, PreferenceEvent, RejectionReason, SendRequest, SuppressionReason
 from worker.models import PreferenceEventType as T
 from worker.policy.decision import DecisionPolicy
+from worker.policy.event_keys import kafka_key
 from worker.preferences.applier import PreferenceApplier
 from worker.preferences.rejections import Rejection
 from worker.runtime import StopSignal
+from worker.state.errors import StateUnavailable
 from worker.state.memory_store import MemoryStateStore
 
 SETTINGS = Settings()

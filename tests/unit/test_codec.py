@@ -8,11 +8,13 @@ import json
 import struct
 
 import fastavro
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.avro_strategies import mutated as _mutated
+from tests.unit.avro_strategies import requests as _requests
+from tests.unit.avro_strategies import text as _text
 from worker.codec import (
     FIXED_SCHEMA_IDS,
     RECORD_NAMES,
@@ -28,9 +30,6 @@ from worker.codec import (
     UnknownSchemaId,
 )
 from worker.codec import preference_event as preference_event_module
-from tests.unit.avro_strategies import mutated as _mutated
-from tests.unit.avro_strategies import requests as _requests
-from tests.unit.avro_strategies import text as _text
 from worker.codec.schemas import schema_dir, strip_logical_types
 from worker.config import Settings
 from worker.models import (

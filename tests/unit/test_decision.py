@@ -320,7 +320,7 @@ def test_details_never_hold_addresses_or_numbers() -> None:
                 "@" not in detail
                 and "jane" not in detail
                 and "5550101" not in detail
-                and "12" != detail
+                and detail != "12"
             )
 
 

@@ -6,13 +6,14 @@ import collections
 
 import pytest
 
-from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
-from worker.policy.addresses import normalize_email, normalize_phone
-from worker.models import Category, Channel, PreferenceEvent, PreferenceEventType as T, RejectionReason
 from worker.loadgen.generate import EVENT_MIX, encoded_events, encoded_sends, generate_events, generate_sends
 from worker.loadgen.traffic import INVALID_KINDS, INVALID_SUFFIX, BenchPlan, World
+from worker.models import Category, Channel, PreferenceEvent, RejectionReason
+from worker.models import PreferenceEventType as T
+from worker.policy.addresses import normalize_email, normalize_phone
 from worker.policy.decision import DecisionPolicy
+from worker.policy.event_keys import kafka_key
 from worker.policy.events import PreferenceRules, apply_events
 
 BASE_MS = 1_790_000_000_000

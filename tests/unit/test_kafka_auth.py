@@ -16,7 +16,6 @@ from confluent_kafka import KafkaError, KafkaException
 from worker import terminal as cli
 from worker.config import KafkaSettings, Settings
 from worker.errors import ExitCode, ServiceUnreachable
-from worker.state.errors import StateUnavailable
 from worker.kafka import auth
 from worker.kafka.admin import _metadata
 from worker.kafka.auth import (
@@ -26,6 +25,7 @@ from worker.kafka.auth import (
     credentials_refused_message,
     is_authentication_failure,
 )
+from worker.state.errors import StateUnavailable
 
 BOOTSTRAP = "broker-1:9096,broker-2:9096"
 AUTH_FAILED = KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: Authentication failed: Invalid username or password")

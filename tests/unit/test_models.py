@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from worker.policy.event_keys import kafka_key
 from worker.models import (
     Category,
     Channel,
     OrgSettings,
     PreferenceEvent,
-    PreferenceEventType as T,
     PreferenceSource,
     SendRequest,
     UnsubscribeScope,
     UserOptOutScope,
 )
+from worker.models import (
+    PreferenceEventType as T,
+)
+from worker.policy.event_keys import kafka_key
 
 
 def event(type_: T, **fields) -> PreferenceEvent:

@@ -17,7 +17,6 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.policy.event_keys import kafka_key
 from worker.models import (
     Category,
     Channel,
@@ -30,6 +29,7 @@ from worker.models import (
 )
 from worker.models import PreferenceEventType as T
 from worker.policy.decision import Decision, DecisionPolicy
+from worker.policy.event_keys import kafka_key
 from worker.policy.events import PreferenceRules, apply_events, subject_key
 from worker.policy.facts import FactKey
 

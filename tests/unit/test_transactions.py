@@ -6,8 +6,8 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from worker.errors import ExitCode, ProducerFenced, TransactionAborted
-from worker.kafka.transactions import call_kafka
 from worker.kafka.recovery import ProducerFatal
+from worker.kafka.transactions import call_kafka
 from worker.metrics import Metrics
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import redis
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -24,8 +25,10 @@ from rich.console import Console
 
 from worker.config import Settings
 from worker.errors import KafkaFatal, SendgateError
+from worker.gate.outputs import Headers
 from worker.kafka.classification import is_fatal
 from worker.kafka.clients import make_consumer, static_member_config, transactional_producer_config
+from worker.kafka.messages import partition_offset
 from worker.loadgen.generate import progress_bar, tracked
 from worker.runtime import StopSignal
 
@@ -40,7 +43,7 @@ class GateStalled(SendgateError):
 
 # What an allowed record carries (SPEC §5); constant here, so producing costs
 # what the gate's produce costs without the decision behind it.
-HEADERS = [
+HEADERS: Headers = [
     ("sendgate-decision", b"ALLOWED"),
     ("sendgate-policy-version", b"baseline"),
     ("sendgate-decided-at", b"0000000000000"),
@@ -129,7 +132,8 @@ class BareTransactionalLoop:
                     break
                 except BufferError:
                     self._producer.poll(0.05)
-            self._next_offsets[message.partition()] = message.offset() + 1
+            partition, offset = partition_offset(message)
+            self._next_offsets[partition] = offset + 1
         self._transaction_messages += len(messages)
 
     def _commit_due(self) -> bool:
@@ -188,7 +192,7 @@ class _DecideTimer:
 
 def _profiler() -> Any:
     """A started pyinstrument profiler of the calling thread."""
-    from pyinstrument import Profiler
+    from pyinstrument import Profiler  # type: ignore[import-not-found]  # optional (--profile-gate), not a dependency
 
     profiler = Profiler(interval=0.002)  # coarse enough to keep its own cost small
     profiler.start()

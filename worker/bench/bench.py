@@ -27,8 +27,9 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import click
 import confluent_kafka
@@ -38,12 +39,12 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
+from worker.bench.baseline import BareTransactionalLoop, measure_gate
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import SendgateError
 from worker.kafka.admin import create_topics, delete_topics
 from worker.kafka.clients import idempotent_producer_config
-from worker.bench.baseline import BareTransactionalLoop, measure_gate
 from worker.loadgen.generate import (
     ProduceReport,
     bulk_producer,
@@ -169,7 +170,7 @@ class BenchRun:
     def run(self) -> dict[str, Any]:
         """Run every stage; topics, Redis keys and consumer groups are removed whatever happens."""
         started = time.monotonic()
-        self.results["started_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.results["started_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.results["machine"] = machine_info(self._redis, self.names.main)
         stages: list[tuple[str, Callable[[], None]]] = [
             ("setup", self._setup),
@@ -437,8 +438,8 @@ def measure_latency(
     except queue.Empty:
         outcome = {"error": f"gate process exited with {child.exitcode} without a report"}
     latencies = sorted(round(ms) for ms in probe.latencies_ms)
-    progress = outcome.get("progress") or {}
-    mean_batch = progress["consumed"] / progress["batches"] if progress.get("batches") else None
+    gate_progress = outcome.get("progress") or {}
+    mean_batch = gate_progress["consumed"] / gate_progress["batches"] if gate_progress.get("batches") else None
     return {
         "offered_rate": rate,
         "achieved_rate": round(report.records_per_second),
@@ -584,7 +585,7 @@ def default_output() -> Path:
 @click.option("--profile-gate", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Profile the gate run with pyinstrument (pip install pyinstrument) into this text file.")
 @click.pass_obj
-def bench_command(settings: Settings, quick: bool, output: Path | None, profile_gate: Path | None, **sizes: Any) -> None:
+def bench_command(settings: Settings, /, quick: bool, output: Path | None, profile_gate: Path | None, **sizes: Any) -> None:
     """Measure the gate against the bare transactional loop, its latency, the rebuild and Redis memory."""
 
     config = dataclasses.replace(QUICK if quick else BenchConfig(), **{k: v for k, v in sizes.items() if v is not None})

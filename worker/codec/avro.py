@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, TypeGuard
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
@@ -25,9 +26,9 @@ from worker.codec.errors import (
     UnknownRecordName,
     UnknownSchemaId,
 )
+from worker.codec.preference_event import read_preference_event
 from worker.codec.registry import RegistrySchemaSource, SchemaSource
 from worker.codec.schemas import RECORD_NAMES, LoadedSchema, load_schemas, parse, record_name
-from worker.codec.preference_event import read_preference_event
 from worker.config import Settings
 from worker.errors import ServiceUnreachable
 from worker.models import PreferenceEvent, SendHead, SendRequest
@@ -50,7 +51,7 @@ _MAX_NEGATIVE_CACHE = 4096
 class _Writer:
     """A writer schema known by id: the record it is for and its parsed forms."""
 
-    __slots__ = ("name", "canonical", "parsed")
+    __slots__ = ("canonical", "name", "parsed")
 
     def __init__(self, name: str, canonical: dict[str, Any], parsed: dict[str, Any]) -> None:
         self.name = name
@@ -231,7 +232,7 @@ class AvroCodec:
                 return event
         return PreferenceEvent.from_record(self.decode("PreferenceEvent", value))
 
-    def _written_as_ours(self, value: bytes | bytearray | memoryview | None, own_id: int, own_writer: _Writer) -> bool:
+    def _written_as_ours(self, value: bytes | bytearray | memoryview | None, own_id: int, own_writer: _Writer) -> TypeGuard[bytes]:
         """Whether ``value`` (header checked: ``DecodeError`` if bad) is bytes under our own writer schema ``own_id``.
 
         Only those take the fast path; everything else goes through fastavro.

@@ -23,7 +23,6 @@ from worker.models import (
     UserOptOutScope,
 )
 
-
 _MAX_SHIFT = 56  # nine varint bytes: enough for any millisecond time or length
 
 

@@ -9,13 +9,14 @@ only on state whose applied progress has reached those offsets.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
-from worker.state.errors import StateNotReady
+from worker._native import PreparedBatch
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.metrics import Metrics
 from worker.policy.facts import FactKey
-from worker._native import PreparedBatch
+from worker.state.errors import StateNotReady
 from worker.state.redis_store import RedisStateStore
 from worker.state.store import PackedSnapshot, Snapshot, StateStore, StoreStatus
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-Headers = list[tuple[str, bytes]]
+# The type confluent-kafka's produce() takes (lists are invariant, so not list[tuple[str, bytes]]).
+Headers = list[tuple[str, str | bytes | None]]
 
 DECISION_HEADER = "sendgate-decision"
 POLICY_VERSION_HEADER = "sendgate-policy-version"
@@ -28,7 +28,7 @@ class OutputBuilder:
 
     def allowed_headers(self, bypassed: Sequence[str], *, decided_at: bytes, state: bytes) -> Headers:
         """The headers of an allowed record; ``bypassed`` names the opt-outs a transactional email ignored."""
-        headers = [
+        headers: Headers = [
             (DECISION_HEADER, b"ALLOWED"),
             (POLICY_VERSION_HEADER, self._policy_version),
             (DECIDED_AT_HEADER, decided_at),

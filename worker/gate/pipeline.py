@@ -15,9 +15,10 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Histogram
@@ -30,10 +31,11 @@ from worker.gate.core import PoisonValue, build_core
 from worker.gate.freshness import FreshStateReader
 from worker.gate.outputs import Headers, OutputBuilder
 from worker.gate.recovery import init_transactions_until_ready, raise_if_producer_fenced
-from worker.kafka.classification import classify, is_fatal, kafka_error
-from worker.kafka.transactions import call_kafka
 from worker.health import Health
+from worker.kafka.classification import classify, is_fatal, kafka_error
+from worker.kafka.messages import partition_offset
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
+from worker.kafka.transactions import call_kafka
 from worker.metrics import Metrics
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
 from worker.state.store import PackedSnapshot
@@ -325,7 +327,8 @@ class Gate:
         # lower offsets, and the committed offset must never move backwards.
         next_offsets = self._next_offsets
         for message in messages:
-            partition, after = message.partition(), message.offset() + 1
+            partition, offset = partition_offset(message)
+            after = offset + 1
             if after > next_offsets.get(partition, -1):
                 next_offsets[partition] = after
         self.progress.consumed += len(messages)
@@ -343,7 +346,7 @@ class Gate:
         for reason, n in outcome.bypasses.items():
             metrics.transactional_bypasses.labels(reason=reason).inc(n)
 
-    def _produce(self, produce: Any, topic: str, value: bytes | None, key: bytes | None, headers: list) -> None:
+    def _produce(self, produce: Any, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
         while True:
             try:
                 produce(topic, value=value, key=key, headers=headers)
@@ -360,12 +363,13 @@ class Gate:
         error_class = getattr(exc, "error_class", type(exc).__name__)
         if self._gate.dead_letter_burst_max is not None:
             self._check_dead_letter_burst(self._gate.dead_letter_burst_max)
+        partition, offset = partition_offset(message)
         headers = OutputBuilder.dead_letter_headers(
             error_class=error_class,
             detail=str(exc)[:MASKED_DETAIL_LIMIT],
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
+            topic=message.topic() or self._topics.requested,
+            partition=partition,
+            offset=offset,
         )
         self._produce(self._producer.produce, self._topics.dead_letter, message.value(), message.key(), headers)
         self.progress.dead_lettered += 1

@@ -26,8 +26,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from worker.config import Settings
 from worker.errors import KafkaRetriable, TransactionAborted
 from worker.kafka.classification import classify
-from worker.kafka.transactions import call_kafka
 from worker.kafka.clients import consumer_config
+from worker.kafka.transactions import call_kafka
 from worker.metrics import Metrics
 from worker.runtime import StopSignal
 

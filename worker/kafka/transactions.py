@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from confluent_kafka import KafkaException
 
@@ -45,14 +46,15 @@ def call_kafka(operation: Callable[[], T], *, what: str, metrics: Metrics, timeo
     """
     if timeout is None:
         return _with_retries(operation, what=what, metrics=metrics)
-    outcome: dict[str, Any] = {}
+    values: list[T] = []
+    errors: list[BaseException] = []
     done = threading.Event()
 
     def attempt() -> None:
         try:
-            outcome["value"] = _with_retries(operation, what=what, metrics=metrics)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            outcome["error"] = exc
+            values.append(_with_retries(operation, what=what, metrics=metrics))
+        except BaseException as exc:
+            errors.append(exc)
         finally:
             done.set()
 
@@ -62,9 +64,9 @@ def call_kafka(operation: Callable[[], T], *, what: str, metrics: Metrics, timeo
         metrics.kafka_errors.labels(kind="CALL_HUNG").inc()
         logger.error("Kafka call hangs past its timeout: abandoning the producer", extra={"call": what, "limit_seconds": timeout})
         raise ProducerFatal(f"{what}: still blocked {limit:g} s into a call with a {timeout:g} s timeout (librdkafka #5456)")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    if errors:
+        raise errors[0]
+    return values[0]
 
 
 def _with_retries(operation: Callable[[], T], *, what: str, metrics: Metrics) -> T:

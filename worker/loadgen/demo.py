@@ -17,13 +17,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from worker.policy.event_keys import kafka_key
 from worker.assembly import Runtime, build_applier, build_gate
 from worker.config import Settings
 from worker.errors import SendgateError
 from worker.kafka.clients import idempotent_producer_config
 from worker.kafka.messages import headers_text
 from worker.loadgen.scenario import Scenario, build_scenario
+from worker.policy.event_keys import kafka_key
 
 
 class DemoFailed(SendgateError):

@@ -16,8 +16,9 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import click
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -25,11 +26,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import ConfigurationError, RetryableError, ServiceUnreachable
 from worker.kafka.clients import idempotent_producer_config
+from worker.loadgen.traffic import (
+    INVALID_EMAILS,
+    INVALID_KINDS,
+    INVALID_PHONES,
+    INVALID_SUFFIX,
+    Contact,
+    SendFactory,
+    Src,
+    T,
+    World,
+    raw_email,
+    raw_phone,
+)
 from worker.models import (
     Category,
     Channel,
@@ -41,19 +54,7 @@ from worker.models import (
     UnsubscribeScope,
     UserOptOutScope,
 )
-from worker.loadgen.traffic import (
-    INVALID_EMAILS,
-    INVALID_KINDS,
-    INVALID_SUFFIX,
-    INVALID_PHONES,
-    Contact,
-    SendFactory,
-    Src,
-    T,
-    World,
-    raw_email,
-    raw_phone,
-)
+from worker.policy.event_keys import kafka_key
 from worker.terminal import console, run_guarded
 
 logger = logging.getLogger(__name__)

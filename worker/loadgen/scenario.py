@@ -13,9 +13,13 @@ from worker.models import (
     Category,
     Channel,
     PreferenceEvent,
-    PreferenceEventType as T,
     PreferenceSource,
     SendRequest,
+)
+from worker.models import (
+    PreferenceEventType as T,
+)
+from worker.models import (
     SuppressionReason as R,
 )
 

@@ -16,8 +16,9 @@ import bisect
 import itertools
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from worker.models import (
     Category,

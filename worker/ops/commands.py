@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from worker.bench.bench import bench_command
+from worker.loadgen.generate import generate_command
 from worker.ops.event import event_command
 from worker.ops.explain import explain_command
-from worker.loadgen.generate import generate_command
 from worker.ops.replay import replay_command
 from worker.ops.whatif import what_if_command
 

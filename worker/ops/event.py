@@ -14,7 +14,6 @@ import uuid
 import click
 from confluent_kafka import Producer
 
-from worker.policy.event_keys import kafka_key
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import ServiceUnreachable
@@ -27,6 +26,7 @@ from worker.models import (
     UnsubscribeScope,
     UserOptOutScope,
 )
+from worker.policy.event_keys import kafka_key
 from worker.policy.events import PreferenceRules
 from worker.terminal import console, run_guarded
 

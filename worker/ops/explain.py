@@ -10,25 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
-from urllib.parse import urlsplit
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from worker.config import Settings
-from worker.errors import ExitCode, FatalError, ServiceUnreachable
-from worker.state.errors import StateNotReady, StateUnavailable
-from worker.gate.freshness import FreshStateReader
-from worker.kafka.admin import admin_client
-from worker.kafka.offsets import CommittedEndOffsets, OffsetsUnavailable
-from worker.metrics import Metrics
 from worker.models import Category, Channel, SendRequest
 from worker.ops.live_state import LiveState, StateRefused
 from worker.ops.tables import echo_json, iso
-from worker.ops.topic_reader import check_topics, with_retries
-from worker.policy.decision import Decision, DecisionPolicy, PreparedRequest
+from worker.policy.decision import Decision, PreparedRequest
 from worker.policy.facts import (
     FLAG_SET,
     FactKey,
@@ -38,8 +30,7 @@ from worker.policy.facts import (
     Stamped,
     decode_unsubscribes,
 )
-from worker.state.redis_store import RedisStateStore
-from worker.state.store import Snapshot, StoreStatus
+from worker.state.store import StoreStatus
 from worker.terminal import console, run_guarded
 
 logger = logging.getLogger(__name__)

@@ -8,12 +8,11 @@ tool never acts on a store that is empty, rebuilding or behind.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from worker.config import Settings
 from worker.errors import ExitCode, FatalError, ServiceUnreachable
-from worker.state.errors import StateNotReady, StateUnavailable
 from worker.gate.freshness import FreshStateReader
 from worker.kafka.admin import admin_client
 from worker.kafka.offsets import CommittedEndOffsets, OffsetsUnavailable
@@ -22,6 +21,7 @@ from worker.models import SendRequest
 from worker.ops.topic_reader import check_topics, with_retries
 from worker.policy.decision import Decision, DecisionPolicy
 from worker.policy.facts import FactKey
+from worker.state.errors import StateNotReady, StateUnavailable
 from worker.state.redis_store import RedisStateStore
 from worker.state.store import Snapshot
 

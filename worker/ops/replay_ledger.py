@@ -10,8 +10,9 @@ survive it). Values move claim → done with compare-and-set scripts; see
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 

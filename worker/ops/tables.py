@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.console import Console
@@ -16,7 +17,7 @@ def iso(millis: int | None) -> str:
     """Epoch milliseconds as an ISO-8601 UTC time ("-" for none)."""
     if millis is None:
         return "-"
-    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def progress_bar(console: Console, description: str, *, disable: bool = False) -> Progress:

@@ -21,9 +21,10 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
@@ -62,7 +63,7 @@ def parse_time(text: str) -> int:
     except ValueError:
         raise ValueError(f"{value!r} is neither epoch milliseconds nor an ISO-8601 time") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
 
 
@@ -248,7 +249,7 @@ class TopicWindow:
             starts = self._offsets(admin, {p: OffsetSpec.earliest() for p in partitions}, isolation)
         else:
             seek = OffsetSpec.for_timestamp(max(0, self._since_ms - SEEK_SLACK_MS))
-            found = self._offsets(admin, {p: seek for p in partitions}, isolation)
+            found = self._offsets(admin, dict.fromkeys(partitions, seek), isolation)
             # -1: no record at or after that time in this partition.
             starts = {p: (offset if offset >= 0 else ends[p]) for p, offset in found.items()}
         self.ranges = {p: (min(starts[p], ends[p]), ends[p]) for p in partitions}

@@ -27,8 +27,8 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from worker.models import OrgSettings, UnsubscribeScope, UserOptOutScope

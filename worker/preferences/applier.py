@@ -9,8 +9,8 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -18,20 +18,18 @@ from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
 from worker.config import Settings
 from worker.errors import RetryableError
-from worker.state.errors import StateUnavailable
 from worker.health import Health
 from worker.kafka.classification import is_fatal
-from worker.kafka.recovery import ConsumerFatal, RecoveryBudget, close_in_background
-from worker.kafka.offsets import CommittedEndOffsets
 from worker.kafka.messages import partition_offset
+from worker.kafka.offsets import CommittedEndOffsets
+from worker.kafka.recovery import ConsumerFatal, RecoveryBudget, close_in_background
 from worker.metrics import Metrics
 from worker.models import PreferenceEvent, RejectionReason
 from worker.policy.events import PreferenceBatch, PreferenceRules
 from worker.preferences.rejections import Rejection, RejectionWriter
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
-from worker.state.errors import OlderLayout
+from worker.state.errors import GenerationLost, OlderLayout, ProgressConflict, StateUnavailable
 from worker.state.store import StateStore, StoreStatus
-from worker.state.errors import GenerationLost, ProgressConflict
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ share one hash tag, so a Redis Cluster would keep them in one slot.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 from worker.config import StateSettings
 from worker.policy.facts import FactKey, FactKind

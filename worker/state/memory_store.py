@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from worker.policy.facts import FactKey
-from worker.state.store import Snapshot, StoreStatus
 from worker.state.errors import GenerationLost, ProgressConflict
+from worker.state.store import Snapshot, StoreStatus
 
 
 class MemoryStateStore:

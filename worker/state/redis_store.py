@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import redis
 
@@ -14,7 +15,7 @@ from worker.errors import ConfigurationError
 from worker.policy.facts import FactKey
 from worker.state import scripts
 from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing, locations
-from worker.state.errors import GenerationLost, IncompatibleLayout, OlderLayout, ProgressConflict, StateNotReady, StateUnavailable
+from worker.state.errors import GenerationLost, IncompatibleLayout, OlderLayout, ProgressConflict, StateUnavailable
 from worker.state.store import PackedSnapshot, Snapshot, StoreStatus
 from worker.state.topology import require_standalone
 

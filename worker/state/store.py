@@ -10,8 +10,9 @@ targets recorded when the generation began.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 from worker.policy.facts import FactKey
 
