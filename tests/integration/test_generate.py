@@ -9,8 +9,8 @@ import pytest
 
 from tests.integration.support import read_committed, settings_env
 from worker.codec import AvroCodec
-from worker.loadgen.generate import generate_events
-from worker.loadgen.traffic import World
+from worker.loadgen.streams import generate_events
+from worker.loadgen.world import World
 from worker.models import PreferenceEvent
 from worker.policy.event_keys import kafka_key
 

@@ -32,12 +32,8 @@ from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.models import PreferenceEventType as T
 from worker.models import SendRequest
-from worker.ops.replay import (
-    REPLAY_OF_HEADER,
-    REPLAY_TOKEN_HEADER,
-    REPLAYED_AT_HEADER,
-    replay_command,
-)
+from worker.ops.replay import replay_command
+from worker.ops.replayer import REPLAY_OF_HEADER, REPLAY_TOKEN_HEADER, REPLAYED_AT_HEADER
 from worker.ops.replay_ledger import LedgerEntry, ReplayLedger
 
 HOUR_MS = 3_600_000

@@ -6,9 +6,12 @@ import collections
 
 import pytest
 
+from worker.bench.plan import BenchPlan
 from worker.codec import AvroCodec
-from worker.loadgen.generate import EVENT_MIX, encoded_events, encoded_sends, generate_events, generate_sends
-from worker.loadgen.traffic import INVALID_KINDS, INVALID_SUFFIX, BenchPlan, World
+from worker.loadgen.producing import encoded_events, encoded_sends
+from worker.loadgen.records import INVALID_KINDS, INVALID_SUFFIX
+from worker.loadgen.streams import EVENT_MIX, generate_events, generate_sends
+from worker.loadgen.world import World
 from worker.models import Category, Channel, PreferenceEvent, RejectionReason
 from worker.models import PreferenceEventType as T
 from worker.policy.addresses import normalize_email, normalize_phone

@@ -29,7 +29,7 @@ from worker.gate.outputs import Headers
 from worker.kafka.classification import is_fatal
 from worker.kafka.clients import make_consumer, static_member_config, transactional_producer_config
 from worker.kafka.messages import partition_offset
-from worker.loadgen.generate import progress_bar, tracked
+from worker.loadgen.progress import progress_bar, tracked
 from worker.runtime import StopSignal
 
 logger = logging.getLogger(__name__)

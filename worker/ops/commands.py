@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from worker.bench.bench import bench_command
+from worker.bench.command import bench_command
 from worker.loadgen.generate import generate_command
 from worker.ops.event import event_command
 from worker.ops.explain import explain_command

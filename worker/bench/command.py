@@ -1,0 +1,65 @@
+"""``sendgate bench``: what the gate costs on this cluster, and whether it meets its targets.
+
+One run (:class:`~worker.bench.run.BenchRun`); results go to a rich table and a
+JSON file, next to the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from worker.bench.config import QUICK, BenchConfig
+from worker.bench.report import default_output, render
+from worker.bench.run import BenchRun
+from worker.config import Settings
+from worker.terminal import console, run_guarded
+
+
+@click.command("bench")
+@click.option("--quick", is_flag=True, help="Small sizes, seconds long (smoke test, CI).")
+@click.option("--sends", type=click.IntRange(min=1), default=None, help="Send requests through baseline and gate [500,000].")
+@click.option("--opt-outs", type=click.IntRange(min=0), default=None, help="Opt-out events in the store [1,000,000].")
+@click.option("--contact-facts", type=click.IntRange(min=0), default=None, help="Contact facts in the store [100,000].")
+@click.option("--sms-opt-ins", type=click.IntRange(min=0), default=None, help="SMS opt-ins (allowed SMS) [100,000].")
+@click.option("--clean-contacts", type=click.IntRange(min=1), default=None, help="Contacts without facts [250,000].")
+@click.option("--orgs", type=click.IntRange(min=1), default=None, help="Organizations [50].")
+@click.option("--partitions", type=click.IntRange(min=1), default=None, help="Partitions of the bench topics [6].")
+@click.option("--latency-seconds", type=click.FloatRange(min=0.5), default=None, help="Length of the paced run [20].")
+@click.option("--latency-rate", type=click.FloatRange(min=1), default=None, help="Offered load, requests/s [half the gate's].")
+@click.option("--seed", type=int, default=None, help="Seed of the generated world [1].")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON results [bench-results/bench-<timestamp>.json].")
+@click.option("--profile-gate", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Profile the gate run with pyinstrument (pip install pyinstrument) into this text file.")
+@click.pass_obj
+def bench_command(settings: Settings, /, quick: bool, output: Path | None, profile_gate: Path | None, **sizes: Any) -> None:
+    """Measure the gate against the bare transactional loop, its latency, the rebuild and Redis memory."""
+
+    config = dataclasses.replace(QUICK if quick else BenchConfig(), **{k: v for k, v in sizes.items() if v is not None})
+    contacts = config.opt_outs + config.contact_facts + config.sms_opt_ins + config.clean_contacts
+    if contacts < config.orgs:
+        raise click.BadParameter(f"{contacts} contacts cannot fill {config.orgs} organizations", param_hint="--orgs")
+    if profile_gate is not None and importlib.util.find_spec("pyinstrument") is None:
+        raise click.BadParameter("needs pyinstrument: pip install pyinstrument", param_hint="--profile-gate")
+    path = output or default_output()
+
+    def body() -> None:
+        run = BenchRun(settings, config, console=console, profile_gate=profile_gate)
+        try:
+            run.run()
+        except BaseException as exc:
+            run.results["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(run.results, indent=2, default=str) + "\n")
+        render(console, run.results)
+        console.print(f"results: {path}")
+
+    run_guarded(body)

@@ -1,0 +1,72 @@
+"""The bench's results against its targets, as rich tables."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from worker.config import Settings
+
+
+def check_targets(results: dict[str, Any], settings: Settings) -> dict[str, dict[str, Any]]:
+    """The issue's targets, each with the measured value and whether it is met."""
+    gate = results.get("gate", {})
+    limit_ms = 2 * settings.gate.commit_interval_seconds * 1000
+    checks: list[tuple[str, Any, Callable[[Any], bool]]] = [
+        ("gate/baseline >= 0.5 (aim 0.75)", results.get("ratio"), lambda v: v >= 0.5),
+        ("state round trips per batch == 1", gate.get("round_trips_per_batch"), lambda v: v == 1),
+        (f"p99 end-to-end <= {limit_ms:.0f} ms at half max", results.get("latency", {}).get("p99_ms"), lambda v: v <= limit_ms),
+        ("rebuild >= 50,000 events/s", results.get("rebuild", {}).get("events_per_second"), lambda v: v >= 50_000),
+        ("Redis <= 120 bytes per fact", results.get("rebuild", {}).get("bytes_per_fact"), lambda v: v <= 120),
+    ]
+    return {name: {"value": value, "met": value is not None and bool(ok(value))} for name, value, ok in checks}
+
+
+def render(console: Console, results: dict[str, Any]) -> None:
+    machine = results["machine"]
+    caption = (
+        f"{machine['cores']} cores, Python {machine['python']}, librdkafka {machine['librdkafka']}, "
+        f"Kafka {machine['kafka']}, Redis {machine['redis']}, load {machine['load_average_start']}; "
+        f"run {results.get('duration_seconds', '?')} s"
+    )
+    table = Table(title="sendgate bench", caption=caption)
+    for column in ("measure", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    gate, baseline = results.get("gate", {}), results.get("baseline", {})
+    rebuild, latency = results.get("rebuild", {}), results.get("latency", {})
+    rows = [
+        ("baseline (bare transactional loop)", f"{baseline.get('records_per_second', 0):,} records/s"),
+        ("gate", f"{gate.get('records_per_second', 0):,} records/s ({gate.get('suppressed_share', 0):.1%} suppressed)"),
+        ("gate / baseline", f"{results.get('ratio')}"),
+        ("state round trips per batch", f"{gate.get('round_trips_per_batch')} (EVALSHA: {gate.get('evalsha_per_batch')}, "
+         f"{gate.get('mean_batch')} records/batch)"),
+        (f"end-to-end at {latency.get('offered_rate', 0):,.0f}/s: p50 / p99",
+         f"{latency.get('p50_ms')} / {latency.get('p99_ms')} ms (commit every {latency.get('commit_interval_ms')} ms)"),
+        ("rebuild", f"{rebuild.get('events_per_second', 0):,} events/s ({rebuild.get('events', 0):,} events)"),
+        ("Redis memory per fact", f"{rebuild.get('bytes_per_fact')} B (MEMORY USAGE: {rebuild.get('memory_usage_bytes_per_fact')} B, "
+         f"{rebuild.get('facts', 0):,} facts)"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    phases = Table(title="gate time by phase")
+    for column in ("phase", "seconds", "share", "µs/record"):
+        phases.add_column(column, justify="left" if column == "phase" else "right")
+    for phase, split in gate.get("phases", {}).items():
+        phases.add_row(phase, f"{split['seconds']:.2f}", f"{split['share']:.1%}", f"{split['us_per_record']:.1f}")
+    console.print(phases)
+    targets = Table(title="targets")
+    for column in ("target", "value", "met"):
+        targets.add_column(column)
+    for name, check in results.get("targets", {}).items():
+        targets.add_row(name, str(check["value"]), "[green]yes[/green]" if check["met"] else "[red]no[/red]")
+    console.print(targets)
+
+
+def default_output() -> Path:
+    return Path("bench-results") / f"bench-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"

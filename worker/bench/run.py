@@ -1,0 +1,245 @@
+"""One bench run: its stages in order, on topics and a Redis key prefix of its own (created, then deleted).
+
+1. ``preload``  — the bench's preference topic (:class:`~worker.bench.plan.BenchPlan`): opt-outs and contact facts;
+2. ``rebuild``  — :func:`worker.ops.rebuild.rebuild` applies it into an empty store: events/s, Redis bytes per fact;
+3. ``sends``    — the send requests, about a fifth of them to be suppressed;
+4. ``baseline`` — the bare transactional loop over them (:mod:`worker.bench.baseline`);
+5. ``gate``     — the real gate over the same records: records/s, state round trips per batch, time per phase;
+6. ``latency``  — a gate process at a fixed offered load below saturation (half the gate's rate,
+   :mod:`worker.bench.latency`): from produce to visible under read_committed, p50/p99.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import redis
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+
+from worker.bench.baseline import BareTransactionalLoop, measure_gate
+from worker.bench.config import BenchConfig, BenchFailed, bench_settings, now_ms
+from worker.bench.latency import measure_latency
+from worker.bench.plan import BenchPlan
+from worker.bench.report import check_targets
+from worker.codec import AvroCodec
+from worker.config import Settings
+from worker.errors import SendgateError
+from worker.kafka.admin import create_topics, delete_topics
+from worker.loadgen.producing import bulk_producer, produce_events, produce_sends
+from worker.loadgen.progress import progress_bar, tracked
+
+logger = logging.getLogger(__name__)
+
+
+class BenchRun:
+    """One bench run: named stages in order, each adding its section to :attr:`results`."""
+
+    def __init__(
+        self, base: Settings, config: BenchConfig, *, console: Console | None = None, profile_gate: Path | None = None
+    ) -> None:
+        self.config = config
+        self._profile_gate = profile_gate
+        self.names = bench_settings(base, run_id=uuid.uuid4().hex[:8], partitions=config.partitions)
+        self.console = console
+        self.results: dict[str, Any] = {"version": 1, "config": dataclasses.asdict(config), "stages": {}}
+        self._plan = BenchPlan(
+            seed=config.seed, orgs=config.orgs, opt_outs=config.opt_outs, contact_facts=config.contact_facts,
+            sms_opt_ins=config.sms_opt_ins, clean_contacts=config.clean_contacts, suppressed_share=config.suppressed_share,
+        )
+        settings = self.names.main
+        self._codec: AvroCodec | None = None  # made on first use: with a registry, making it is I/O
+        # Scanning and MEMORY USAGE over a million facts take longer than the workers' timeout.
+        self._redis = redis.Redis.from_url(settings.redis.url, **{**settings.redis.client_kwargs(), "socket_timeout": 60})
+
+    @property
+    def codec(self) -> AvroCodec:
+        if self._codec is None:
+            self._codec = AvroCodec.from_settings(self.names.main)
+        return self._codec
+
+    def run(self) -> dict[str, Any]:
+        """Run every stage; topics, Redis keys and consumer groups are removed whatever happens."""
+        started = time.monotonic()
+        self.results["started_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self.results["machine"] = machine_info(self._redis, self.names.main)
+        stages: list[tuple[str, Callable[[], None]]] = [
+            ("setup", self._setup),
+            ("preload", self._preload),
+            ("rebuild", self._rebuild),
+            ("sends", self._produce_sends),
+            ("baseline", self._baseline),
+            ("gate", self._gate),
+            ("latency", self._latency),
+        ]
+        try:
+            for name, stage in stages:
+                stage_started = time.monotonic()
+                logger.info("bench stage", extra={"stage": name})
+                stage()
+                self.results["stages"][name] = round(time.monotonic() - stage_started, 2)
+        finally:
+            self._teardown()
+            self._redis.close()
+        self.results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        self.results["duration_seconds"] = round(time.monotonic() - started, 1)
+        self.results["targets"] = check_targets(self.results, self.names.main)
+        return self.results
+
+    # -- stages ------------------------------------------------------------------
+    def _setup(self) -> None:
+        self.results["prefix"] = self.names.prefix
+        for settings in (self.names.main, self.names.baseline, self.names.latency):
+            create_topics(settings)
+
+    def _preload(self) -> None:
+        plan = self._plan
+        expected = len(plan.world.organizations) + int(plan.opt_outs * 1.1) + plan.contact_facts + plan.sms_opt_ins
+        with progress_bar(self.console) as progress:
+            report = produce_events(
+                self.names.main, plan.events(base_time_ms=now_ms() - 86_400_000), codec=self.codec,
+                producer=bulk_producer(self.names.main), on_progress=tracked(progress, "preference events", expected),
+            )
+        self.results["preload"] = {
+            "events": report.records, "seconds": round(report.seconds, 2),
+            "events_per_second": round(report.records_per_second), "megabytes": round(report.bytes / 1e6, 1),
+            "by_type": dict(sorted(report.kinds.items())),
+        }
+
+    def _rebuild(self) -> None:
+        from worker.ops.rebuild import rebuild
+
+        before = int(self._redis.info("memory")["used_memory"])
+        result = rebuild(self.names.main, console=self.console)
+        after = int(self._redis.info("memory")["used_memory"])
+        facts, key_bytes, keys = count_facts(self._redis, self.names.main)
+        self.results["rebuild"] = {
+            "events": result.events_applied + result.events_rejected,
+            "applied": result.events_applied,
+            "rejected": result.events_rejected,
+            "seconds": round(result.seconds, 2),
+            "events_per_second": round(result.events_per_second),
+            "facts": facts,
+            "hashes": keys,
+            "used_memory_before": before,
+            "used_memory_after": after,
+            "bytes_per_fact": round((after - before) / facts, 1) if facts else None,
+            "memory_usage_bytes_per_fact": round(key_bytes / facts, 1) if facts else None,
+        }
+
+    def _produce_sends(self) -> None:
+        count = self.config.sends
+        with progress_bar(self.console) as progress:
+            report = produce_sends(
+                self.names.main, self._plan.sends(count, base_time_ms=now_ms()), codec=self.codec,
+                producer=bulk_producer(self.names.main), on_progress=tracked(progress, "send requests", count),
+            )
+        self.results["sends"] = {
+            "records": report.records, "seconds": round(report.seconds, 2),
+            "records_per_second": round(report.records_per_second), "megabytes": round(report.bytes / 1e6, 1),
+            "by_kind": dict(sorted(report.kinds.items())),
+        }
+
+    def _baseline(self) -> None:
+        settings = self.names.baseline
+        loop = BareTransactionalLoop(
+            settings=settings, input_topic=settings.topics.requested, output_topic=settings.topics.allowed,
+            group_id=settings.gate.group_id,
+        )
+        result = loop.run(max_messages=self.config.sends)
+        if result.records < self.config.sends:
+            raise BenchFailed(f"baseline: moved {result.records} of {self.config.sends} records before its timeout")
+        self.results["baseline"] = {
+            "records": result.records, "seconds": round(result.seconds, 3),
+            "records_per_second": round(result.records_per_second), "batches": result.batches,
+            "transactions": result.transactions,
+        }
+
+    def _gate(self) -> None:
+        self.results["gate"] = measure_gate(
+            self.names.main, self.config.sends, self._redis, console=self.console, profile=self._profile_gate
+        )
+        baseline = self.results["baseline"]["records_per_second"]
+        self.results["ratio"] = round(self.results["gate"]["records_per_second"] / baseline, 3) if baseline else None
+
+    def _latency(self) -> None:
+        rate = self.config.latency_rate or max(50.0, round(self.results["gate"]["records_per_second"] * 0.5, -1))
+        self.results["latency"] = measure_latency(
+            self.names.latency, self._plan, self.codec, rate=rate, seconds=self.config.latency_seconds,
+            first_index=self.config.sends, console=self.console,
+        )
+
+    def _teardown(self) -> None:
+        main = self.names.main
+        try:
+            delete_topics(main, self.names.topics())
+        except SendgateError as exc:
+            logger.warning("bench topics not deleted", extra={"error": str(exc)})
+        from worker.state.redis_store import RedisStateStore
+
+        store = RedisStateStore.from_settings(main.redis, main.state)
+        try:
+            store.clear()
+        except redis.RedisError as exc:
+            logger.warning("bench Redis keys not deleted", extra={"error": str(exc)})
+        finally:
+            store.close()
+        admin = AdminClient(main.kafka.common_config())
+        for future in admin.delete_consumer_groups(self.names.groups(), request_timeout=10).values():
+            try:
+                future.result()
+            except KafkaException:
+                pass  # a group that never committed does not exist: nothing to delete
+
+
+def count_facts(client: redis.Redis, settings: Settings) -> tuple[int, int, int]:
+    """(facts, bytes by MEMORY USAGE, hashes) of the store of ``settings``, metadata excluded."""
+    from worker.state.addressing import FactAddressing
+
+    addressing = FactAddressing(settings.state)
+    meta = addressing.meta_key.encode()
+    facts = memory = hashes = 0
+    keys = [key for key in client.scan_iter(match=addressing.key_pattern(), count=1000) if key != meta]
+    for start in range(0, len(keys), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key in keys[start : start + 1000]:
+            pipe.hlen(key)
+            pipe.memory_usage(key, samples=0)
+        replies = pipe.execute()
+        facts += sum(replies[0::2])
+        memory += sum(replies[1::2])
+        hashes += len(replies) // 2
+    return facts, memory, hashes
+
+
+def machine_info(client: redis.Redis, settings: Settings) -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "redis": client.info("server").get("redis_version"),
+        "kafka": _kafka_version(settings),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _kafka_version(settings: Settings) -> str:
+    """The broker version when it is the local stack (its jars name it); the admin API does not tell."""
+    if not settings.kafka.bootstrap_servers.startswith(("127.0.0.1:", "localhost:")):
+        return "unknown"
+    state = Path(os.environ.get("SENDGATE_STACK_DIR", Path(__file__).resolve().parents[2] / "deploy" / "local" / ".state"))
+    jars = sorted((state / "lib").glob("kafka-server-[0-9]*.jar"))
+    return jars[-1].stem.removeprefix("kafka-server-") + " (local stack)" if jars else "unknown"
