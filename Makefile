@@ -11,12 +11,13 @@ PYTEST_ARGS ?=
 # Prerequisites (venv, stack) must run in order; a 2-core box gains nothing here.
 .NOTPARALLEL:
 .DEFAULT_GOAL := help
-.PHONY: help venv native-check stack-up stack-down stack-status test-tools test unit demo chaos bench clean
+.PHONY: help venv native-check lint stack-up stack-down stack-status test-tools test unit demo chaos bench clean
 
 help:
 	@echo "make venv          create $(VENV) and install sendgate with the dev extras"
 	@echo "make stack-up      start local Kafka (KRaft) + Redis; stack-down, stack-status"
-	@echo "make test          unit + integration tests against the local stack (PYTEST_ARGS=...)"
+	@echo "make test          lint, then unit + integration tests against the local stack (PYTEST_ARGS=...)"
+	@echo "make lint          ruff check worker tests, mypy (strict) worker"
 	@echo "make unit          unit tests only, no stack"
 	@echo "make native-check  cargo test + cargo clippy -D warnings for the compiled core (worker/native)"
 	@echo "make demo          stack up, topics, applier + gate on a scripted scenario, summary (KEEP_STACK=1 keeps the stack)"
@@ -62,7 +63,12 @@ test-tools:
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test: venv native-check stack-up test-tools
+# Both configured in pyproject.toml ([tool.ruff], [tool.mypy]); zero findings is the bar.
+lint: venv
+	$(VENV)/bin/ruff check worker tests
+	$(VENV)/bin/mypy worker
+
+test: venv native-check lint stack-up test-tools
 	SENDGATE_REQUIRE_TOOLS=1 $(VENV)/bin/pytest -q tests $(PYTEST_ARGS)
 
 unit: venv
@@ -86,5 +92,5 @@ bench: venv stack-up
 	$(VENV)/bin/sendgate bench
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .hypothesis $(NATIVE)/target
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache $(NATIVE)/target
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

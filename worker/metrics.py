@@ -90,7 +90,10 @@ class Metrics:
             registry=r,
         )
         self.preference_events = Counter(
-            "sendgate_preference_events_total", "Preference events handled by the applier, by type and result.", ["type", "result"], registry=r
+            "sendgate_preference_events_total",
+            "Preference events handled by the applier, by type and result.",
+            ["type", "result"],
+            registry=r,
         )
         self.preference_events_miskeyed = Counter(
             "sendgate_preference_events_miskeyed_total",

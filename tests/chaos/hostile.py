@@ -59,7 +59,9 @@ def hostile_sends(run: ChaosRun, *, fuzz: int, seed: int = 11) -> HostileSends:
     out = HostileSends()
 
     def valid(i: int) -> bytes:
-        request = audience.request(f"template-{i}", i % len(audience.emails), channel=Channel.EMAIL, category=Category.MARKETING, user="user-1")
+        request = audience.request(
+            f"template-{i}", i % len(audience.emails), channel=Channel.EMAIL, category=Category.MARKETING, user="user-1"
+        )
         return codec.encode("SendRequest", request.to_record())
 
     template = valid(0)
@@ -73,7 +75,11 @@ def hostile_sends(run: ChaosRun, *, fuzz: int, seed: int = 11) -> HostileSends:
         ("header only", template[:5], "truncated"),
         ("three bytes", template[:3], "truncated"),
         ("trailing garbage", template + b"\x00garbage", "malformed-avro"),
-        ("PreferenceEvent in the sends topic", codec.encode("PreferenceEvent", audience.event(T.SMS_OPT_IN, 0).to_record()), "schema-mismatch"),
+        (
+            "PreferenceEvent in the sends topic",
+            codec.encode("PreferenceEvent", audience.event(T.SMS_OPT_IN, 0).to_record()),
+            "schema-mismatch",
+        ),
         ("huge random value (900 KB)", _header(1) + rng.randbytes(HUGE), None),
         ("huge wrong-magic value (900 KB)", b"\x07" + rng.randbytes(HUGE), "bad-magic-byte"),
     ]
@@ -149,7 +155,9 @@ def hostile_events(run: ChaosRun, producer: EventProducer, *, seed: int = 13) ->
     bad(R.INVALID_ADDRESS, ev(T.EMAIL_OPT_OUT_ORGANIZATION, email="not an address"))
     bad(R.INVALID_ADDRESS, ev(T.EMAIL_OPT_OUT_DOMAIN, email=audience.emails[3], domain="bad domain!"))
     bad(R.INVALID_ADDRESS, ev(T.SMS_OPT_IN, phone="12"))
-    bad(R.SOURCE_NOT_ALLOWED, ev(T.CONTACT_OK_TO_EMAIL_SET, contact_id=audience.contact(4), ok_to_email=False, source=PreferenceSource.USER))
+    bad(
+        R.SOURCE_NOT_ALLOWED, ev(T.CONTACT_OK_TO_EMAIL_SET, contact_id=audience.contact(4), ok_to_email=False, source=PreferenceSource.USER)
+    )
     bad(R.SMS_NOT_OPTED_IN, ev(T.SMS_OPT_OUT, phone=audience.phones[never_in[0]]))
     # An opt-out is final: opting the same number in again must be refused (SPEC §2, §4).
     producer.emit([audience.event(T.SMS_OPT_OUT, irreversible)])
@@ -227,7 +235,11 @@ def run_hostile(
     items: list[object] = [run.traffic.next_send() for _ in range(valid_sends)]
     # SMS to the number whose opt-in came back after its opt-out: every one must be suppressed.
     for _ in range(20):
-        items.append(run.audience.request(run.ledger.next_id(), hostile_evts.irreversible_phone_index, channel=Channel.SMS, category=Category.MARKETING, user="user-1"))
+        items.append(
+            run.audience.request(
+                run.ledger.next_id(), hostile_evts.irreversible_phone_index, channel=Channel.SMS, category=Category.MARKETING, user="user-1"
+            )
+        )
     random.Random(3).shuffle(items)
     started = time.monotonic()
     with run.monitor() as monitor:

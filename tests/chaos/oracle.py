@@ -193,7 +193,7 @@ class Oracle:
                 next_event += 1
             request = record.request
             assert request is not None
-            for index, (then, end) in enumerate(zip(at_production, final)):
+            for index, (then, end) in enumerate(zip(at_production, final, strict=True)):
                 if then.suppresses(request) is suppress and end.suppresses(request) is suppress:
                     suspicious[record.message_id].add(index)
         needed = 1 if suppress else len(final)

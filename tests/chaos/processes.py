@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import subprocess
@@ -18,10 +19,8 @@ PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     """Linux: SIGKILL the worker when the test process dies, so an aborted run leaves no orphans."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 class WorkerProcess:
@@ -130,10 +129,8 @@ class WorkerProcess:
     def close(self) -> None:
         """Stop whatever still runs (a test that failed half way must not leave workers behind)."""
         if self.process is not None and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGCONT)  # a stopped process cannot die of SIGKILL's reaping otherwise
-            except ProcessLookupError:
-                pass
             self.kill()
         elif self.process is not None:
             self._reap(self.process.returncode)

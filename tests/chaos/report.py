@@ -41,7 +41,17 @@ class Row:
 ROWS: list[Row] = []
 
 COLUMNS = (
-    "fault", "runs", "records", "lost", "duplicated", "misrouted", "wrongly allowed", "wrongly suppressed", "worker exits", "pause", "result",
+    "fault",
+    "runs",
+    "records",
+    "lost",
+    "duplicated",
+    "misrouted",
+    "wrongly allowed",
+    "wrongly suppressed",
+    "worker exits",
+    "pause",
+    "result",
 )
 
 
@@ -70,15 +80,30 @@ def render(rows: list[Row]) -> str:
         return "-" if value is None else str(value)
 
     table = [COLUMNS] + [
-        (r.fault, cell(r.runs), cell(r.records), cell(r.lost), cell(r.duplicated), cell(r.misrouted),
-         cell(r.wrongly_allowed), cell(r.wrongly_suppressed), cell(r.exits), r.pause, r.result if r.result in ("ok", "not supported", "running") else "FAIL")
+        (
+            r.fault,
+            cell(r.runs),
+            cell(r.records),
+            cell(r.lost),
+            cell(r.duplicated),
+            cell(r.misrouted),
+            cell(r.wrongly_allowed),
+            cell(r.wrongly_suppressed),
+            cell(r.exits),
+            r.pause,
+            r.result if r.result in ("ok", "not supported", "running") else "FAIL",
+        )
         for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     numeric = range(1, 9)
 
     def line(values: tuple[str, ...]) -> str:
-        return "| " + " | ".join(v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))) + " |"
+        return (
+            "| "
+            + " | ".join(v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True)))
+            + " |"
+        )
 
     out = [line(table[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(values) for values in table[1:]]

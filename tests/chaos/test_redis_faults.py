@@ -86,7 +86,7 @@ def test_chaos_redis_fault(services, tmp_path, fault):
             note=(f"store ready <= {max(ready):.1f} s after; " if ready else "")
             + f"decisions while unavailable: {sum(o.decided_while_unavailable for o in outcomes)}",
         )
-        for verdict, outcome in zip(verdicts, outcomes):
+        for verdict, outcome in zip(verdicts, outcomes, strict=True):
             assert_redis_outcome(verdict, outcome)
 
 

@@ -240,7 +240,8 @@ class CliProcess:
 
     def __init__(self, settings: Settings, args: tuple[str, ...], extra_env: dict[str, str] | None = None) -> None:
         env = {**settings_env(settings), **(extra_env or {})}
-        self._log = tempfile.NamedTemporaryFile(prefix="sendgate-cli-", suffix=".log", delete=False)
+        # Open for the subprocess's lifetime; close() closes and removes it.
+        self._log = tempfile.NamedTemporaryFile(prefix="sendgate-cli-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )

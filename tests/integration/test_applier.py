@@ -111,7 +111,9 @@ def test_an_emptied_redis_is_detected_and_rebuilt(kafka_topics, services):
 def test_a_restart_resumes_from_stored_progress(kafka_topics):
     settings = kafka_topics
     codec = AvroCodec.from_settings(settings)
-    produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_DOMAIN, email=f"a{i}@example.com", domain="lender.example") for i in range(30)])
+    produce_events(
+        settings, codec, [preference_event(T.EMAIL_OPT_OUT_DOMAIN, email=f"a{i}@example.com", domain="lender.example") for i in range(30)]
+    )
     with running_applier(settings) as first:
         wait_until(lambda: applied_everything(first, settings), message="first run")
     assert first.progress.events_applied == 30
@@ -138,7 +140,9 @@ def test_progress_moves_past_transaction_markers_so_the_gate_barrier_is_reached(
     transactional.init_transactions(30)
     transactional.begin_transaction()
     event = preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="tx@example.com")
-    transactional.produce(settings.topics.preferences, key=kafka_key(event).encode(), value=codec.encode("PreferenceEvent", event.to_record()))
+    transactional.produce(
+        settings.topics.preferences, key=kafka_key(event).encode(), value=codec.encode("PreferenceEvent", event.to_record())
+    )
     transactional.commit_transaction(30)
     ends = Runtime.create(settings).preference_end_offsets().read()
     assert sum(ends.values()) == 2  # the event and its commit marker
@@ -182,4 +186,3 @@ def test_a_store_of_a_newer_layout_is_left_alone_by_an_older_applier(kafka_topic
         build_applier(runtime).run(until_ready=True)
     assert sorted(redis_client.scan_iter(match=f"{settings.state.key_prefix}*")) == keys_before
     assert redis_client.hget(meta, "layout") == b"99"
-

@@ -9,7 +9,20 @@ from worker.models import OrgSettings, PreferenceSource, UnsubscribeScope, UserO
 from worker.models import PreferenceEventType as T
 from worker.ops.explain import explain_command
 
-EMAIL = ("--org", "org-a", "--user", "user-1", "--contact", "c-1", "--channel", "EMAIL", "--to", " Jane@Example.com ", "--from", "agent@lender.example")
+EMAIL = (
+    "--org",
+    "org-a",
+    "--user",
+    "user-1",
+    "--contact",
+    "c-1",
+    "--channel",
+    "EMAIL",
+    "--to",
+    " Jane@Example.com ",
+    "--from",
+    "agent@lender.example",
+)
 
 
 def facts_by_kind(document):
@@ -20,16 +33,25 @@ def test_a_suppressed_send_is_explained_with_its_reasons_and_facts(kafka_topics)
     settings = kafka_topics
     codec = AvroCodec.from_settings(settings)
     t0 = now_ms() - 60_000
-    produce_events(settings, codec, [
-        preference_event(T.ORG_SETTINGS_CHANGED, event_id="settings-1", occurred_at=t0, source=PreferenceSource.API,
-                         settings=OrgSettings(UnsubscribeScope.ORGANIZATION, UserOptOutScope.USER)),
-        preference_event(T.CONTACT_SILENCED, event_id="silence-1", contact_id="c-1", occurred_at=t0 + 1, source=PreferenceSource.USER),
-        preference_event(T.EMAIL_UNSUBSCRIBE, email="jane@example.com", domain="lender.example", occurred_at=t0 + 2),
-        preference_event(T.EMAIL_OPT_OUT_USER, email="jane@example.com", user_id="user-2"),
-        preference_event(T.SMS_OPT_IN, phone="+14155550100", occurred_at=t0 + 3, source=PreferenceSource.CONTACT),
-        # Rejected (no earlier opt-in) but remembered: SPEC §4's event-time rule.
-        preference_event(T.SMS_OPT_OUT, phone="+14155550101", occurred_at=t0 + 4, source=PreferenceSource.CONTACT),
-    ])
+    produce_events(
+        settings,
+        codec,
+        [
+            preference_event(
+                T.ORG_SETTINGS_CHANGED,
+                event_id="settings-1",
+                occurred_at=t0,
+                source=PreferenceSource.API,
+                settings=OrgSettings(UnsubscribeScope.ORGANIZATION, UserOptOutScope.USER),
+            ),
+            preference_event(T.CONTACT_SILENCED, event_id="silence-1", contact_id="c-1", occurred_at=t0 + 1, source=PreferenceSource.USER),
+            preference_event(T.EMAIL_UNSUBSCRIBE, email="jane@example.com", domain="lender.example", occurred_at=t0 + 2),
+            preference_event(T.EMAIL_OPT_OUT_USER, email="jane@example.com", user_id="user-2"),
+            preference_event(T.SMS_OPT_IN, phone="+14155550100", occurred_at=t0 + 3, source=PreferenceSource.CONTACT),
+            # Rejected (no earlier opt-in) but remembered: SPEC §4's event-time rule.
+            preference_event(T.SMS_OPT_OUT, phone="+14155550101", occurred_at=t0 + 4, source=PreferenceSource.CONTACT),
+        ],
+    )
     apply_all(settings)
 
     document = json_out(cli(explain_command, settings, *EMAIL, "--json"))
@@ -44,9 +66,21 @@ def test_a_suppressed_send_is_explained_with_its_reasons_and_facts(kafka_topics)
     facts = facts_by_kind(document)
     silenced = facts["SILENCED"]
     assert silenced["present"] and silenced["read_by_policy"] and silenced["subject"] == {"contact_id": "c-1"}
-    assert silenced["value"] == {"value": True, "occurred_at": t0 + 1, "occurred_at_iso": silenced["value"]["occurred_at_iso"], "event_id": "silence-1"}
+    assert silenced["value"] == {
+        "value": True,
+        "occurred_at": t0 + 1,
+        "occurred_at_iso": silenced["value"]["occurred_at_iso"],
+        "event_id": "silence-1",
+    }
     unsubscribes = facts["EMAIL_UNSUBSCRIBES"]["value"]
-    assert unsubscribes == [{"domain": "lender.example", "occurred_at": t0 + 2, "occurred_at_iso": unsubscribes[0]["occurred_at_iso"], "scope_in_force": "ORGANIZATION"}]
+    assert unsubscribes == [
+        {
+            "domain": "lender.example",
+            "occurred_at": t0 + 2,
+            "occurred_at_iso": unsubscribes[0]["occurred_at_iso"],
+            "scope_in_force": "ORGANIZATION",
+        }
+    ]
     assert facts["ORG_SETTINGS"]["value"]["current"] == {"unsubscribe_scope": "ORGANIZATION", "user_opt_out_scope": "USER"}
     assert facts["EMAIL_OPT_OUT_ANY_USER"]["value"] == {"set": True}, "another user's opt-out is held for the address"
     assert facts["EMAIL_OPT_OUT_USER"]["present"] is False, "not by this user"
@@ -61,11 +95,15 @@ def test_a_suppressed_send_is_explained_with_its_reasons_and_facts(kafka_topics)
     for words in ("SUPPRESSED", "SILENCED", "EMAIL_OPT_OUT_ORGANIZATION", "jane@example.com", "silence-1", "Facts held", "generation"):
         assert words in table.stdout, words
 
-    sms = json_out(cli(explain_command, settings, "--org", "org-a", "--contact", "c-2", "--channel", "sms", "--to", "(415) 555-0100", "--json"))
+    sms = json_out(
+        cli(explain_command, settings, "--org", "org-a", "--contact", "c-2", "--channel", "sms", "--to", "(415) 555-0100", "--json")
+    )
     assert sms["decision"]["outcome"] == "ALLOWED" and sms["decision"]["reasons"] == []
     sms_facts = facts_by_kind(sms)
     assert sms_facts["SMS_CONSENT"]["value"] == {
-        "consent": "in", "earliest_opt_in": t0 + 3, "earliest_opt_in_iso": sms_facts["SMS_CONSENT"]["value"]["earliest_opt_in_iso"]
+        "consent": "in",
+        "earliest_opt_in": t0 + 3,
+        "earliest_opt_in_iso": sms_facts["SMS_CONSENT"]["value"]["earliest_opt_in_iso"],
     }
     assert sms_facts["SMS_CONSENT"]["subject"] == {"phone": "+14155550100"}
     assert sms_facts["OK_TO_EMAIL"]["read_by_policy"] is False

@@ -29,7 +29,7 @@ def test_a_scenario_covering_every_reason_is_split_as_spec_requires(kafka_topics
     with running_applier(settings), running_gate(settings):
         outputs = wait_for_outputs(settings, len(scenario.sends))
     expected = {s.request.message_id: s for s in scenario.sends}
-    sent_value = {s.request.message_id: v for s, v in zip(scenario.sends, values)}
+    sent_value = {s.request.message_id: v for s, v in zip(scenario.sends, values, strict=True)}
 
     assert outputs.dead_letter == []
     allowed_ids = set()

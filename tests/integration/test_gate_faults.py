@@ -168,7 +168,8 @@ def test_every_record_is_decided_exactly_once_while_a_second_gate_joins_and_leav
 
 def test_nothing_is_decided_while_redis_is_down_and_everything_after(kafka_topics, tmp_path):
     port = free_port()
-    settings = kafka_topics.model_copy(update={"redis": RedisSettings(url=f"redis://127.0.0.1:{port}/0", socket_timeout_seconds=0.5, connect_timeout_seconds=0.5)})
+    redis_settings = RedisSettings(url=f"redis://127.0.0.1:{port}/0", socket_timeout_seconds=0.5, connect_timeout_seconds=0.5)
+    settings = kafka_topics.model_copy(update={"redis": redis_settings})
     codec = AvroCodec.from_settings(settings)
     redis_process = start_redis(port, str(tmp_path))
     opted_out = "outage-victim@example.com"

@@ -46,7 +46,9 @@ def test_readyz_reports_fail_closed_until_the_store_is_built_and_metrics_count_d
     try:
         wait_until(lambda: _get(port, "/healthz")[0] == 200, timeout=30, message="/healthz")
         # No applier has built the store yet: the gate must fail closed and say so.
-        wait_until(lambda: "not ready" in _get(port, "/readyz")[1] or "empty" in _get(port, "/readyz")[1], timeout=30, message="/readyz reason")
+        wait_until(
+            lambda: "not ready" in _get(port, "/readyz")[1] or "empty" in _get(port, "/readyz")[1], timeout=30, message="/readyz reason"
+        )
         status, body = _get(port, "/readyz")
         assert status == 503 and json.loads(body)["ready"] is False
         assert read_outputs(settings).total() == 0
@@ -54,7 +56,10 @@ def test_readyz_reports_fail_closed_until_the_store_is_built_and_metrics_count_d
             wait_until(lambda: _get(port, "/readyz")[0] == 200, timeout=30, message="ready once the store is built")
             wait_until(lambda: read_outputs(settings).total() == 2, timeout=30, message="both sends decided")
         metrics = _get(port, "/metrics")[1]
-        assert 'sendgate_decisions_total{category="MARKETING",channel="EMAIL",decision="suppressed",reason="EMAIL_OPT_OUT_ORGANIZATION"} 1.0' in metrics
+        assert (
+            'sendgate_decisions_total{category="MARKETING",channel="EMAIL",decision="suppressed",reason="EMAIL_OPT_OUT_ORGANIZATION"} 1.0'
+            in metrics
+        )
         assert 'sendgate_decisions_total{category="MARKETING",channel="EMAIL",decision="allowed",reason="NONE"} 1.0' in metrics
         assert "sendgate_fail_closed_pauses_total" in metrics and "sendgate_gate_batch_phase_seconds_bucket" in metrics
         assert _get(port, "/nope")[0] == 404

@@ -115,6 +115,6 @@ def test_a_full_run_with_gate_restarts_leaves_no_personal_data_in_logs_metrics_o
         assert '"level": "debug"' in logs, "the run did not log at DEBUG level"
         assert leaks(logs, needles) == [], "personal data in the workers' logs"
         assert len(metrics_pages) == 2 and all("sendgate_decisions_total" in page for page in metrics_pages)
-        assert leaks("\n".join(metrics_pages), needles + [org]) == [], "personal data or organization ids in metric labels"
+        assert leaks("\n".join(metrics_pages), [*needles, org]) == [], "personal data or organization ids in metric labels"
         assert keys > 10, f"only {keys} keys in the store: the scan would prove nothing"
-        assert leaks("\n".join(stored), needles + [org]) == [], "personal data or organization ids in Redis keys, fields or values"
+        assert leaks("\n".join(stored), [*needles, org]) == [], "personal data or organization ids in Redis keys, fields or values"

@@ -55,7 +55,7 @@ class RedisCluster:
         ports = free_ports(2 * MASTERS)
         # Redis 7 takes the bus port as a setting: port + 10000 might be taken or out of range.
         self.ports, bus_ports = ports[:MASTERS], ports[MASTERS:]
-        for port, bus_port in zip(self.ports, bus_ports):
+        for port, bus_port in zip(self.ports, bus_ports, strict=True):
             node_dir = self.directory / f"node-{port}"
             node_dir.mkdir(parents=True, exist_ok=True)
             self.processes.append(

@@ -33,8 +33,8 @@ from worker.config import Settings
 from worker.models import PreferenceEventType as T
 from worker.models import SendRequest
 from worker.ops.replay import replay_command
-from worker.ops.replayer import REPLAY_OF_HEADER, REPLAY_TOKEN_HEADER, REPLAYED_AT_HEADER
 from worker.ops.replay_ledger import LedgerEntry, ReplayLedger
+from worker.ops.replayer import REPLAY_OF_HEADER, REPLAY_TOKEN_HEADER, REPLAYED_AT_HEADER
 
 HOUR_MS = 3_600_000
 
@@ -112,7 +112,9 @@ def test_unsilenced_contact_sends_are_released_once_with_provenance_and_then_all
     ])
     silenced = [send_request(contact_id="c-silenced", to=f"s{i}@example.com") for i in range(3)]
     opted_out = send_request(contact_id="c-other", to="out@example.com")
-    originals = dict(zip((r.message_id for r in [*silenced, opted_out]), produce_sends(settings, codec, [*silenced, opted_out])))
+    originals = dict(
+        zip((r.message_id for r in [*silenced, opted_out]), produce_sends(settings, codec, [*silenced, opted_out]), strict=True)
+    )
     # The applier and the gate keep running: replay decides behind the same freshness barrier
     # as the gate, and the gate decides what replay releases.
     with running_applier(settings), running_gate(settings):
@@ -156,7 +158,9 @@ def test_unsilenced_contact_sends_are_released_once_with_provenance_and_then_all
         assert len(read_committed(settings, settings.topics.requested)) == 7
 
     # The ledger holds keyed digests: no organization, message id or address in keys or values.
-    entries = {k.decode(): v.decode() for k in redis_client.scan_iter(match=f"{settings.state.key_prefix}-replay:*") for v in [redis_client.get(k)]}
+    entries = {
+        k.decode(): v.decode() for k in redis_client.scan_iter(match=f"{settings.state.key_prefix}-replay:*") for v in [redis_client.get(k)]
+    }
     assert len(entries) == 3
     for key, value in entries.items():
         assert LedgerEntry.decode(value).done
@@ -203,10 +207,17 @@ def test_a_message_is_released_once_and_in_doubt_claims_are_resolved(kafka_topic
     sent_before_crash = send_request(message_id="crashed-after-produce")
     lost_in_crash = send_request(message_id="crashed-before-produce")
     being_replayed = send_request(message_id="claimed-just-now")
-    produce_suppressed(settings, codec, [
-        (twice, ["SILENCED"], at), (twice, ["SILENCED"], at + 1),
-        (sent_before_crash, ["SILENCED"], at), (lost_in_crash, ["SILENCED"], at), (being_replayed, ["SILENCED"], at),
-    ])
+    produce_suppressed(
+        settings,
+        codec,
+        [
+            (twice, ["SILENCED"], at),
+            (twice, ["SILENCED"], at + 1),
+            (sent_before_crash, ["SILENCED"], at),
+            (lost_in_crash, ["SILENCED"], at),
+            (being_replayed, ["SILENCED"], at),
+        ],
+    )
     # Claims an earlier run left: two old ones (one of which it did produce), one fresh.
     book = ledger(settings, redis_client)
     old = now_ms() - 10 * 60_000
@@ -232,7 +243,9 @@ def test_a_message_is_released_once_and_in_doubt_claims_are_resolved(kafka_topic
 
 def produce_raw_with_headers(settings: Settings, request: SendRequest, codec: AvroCodec, headers: list[tuple[str, bytes]]) -> None:
     p = producer(settings)
-    p.produce(settings.topics.requested, key=request.message_id.encode(), value=codec.encode("SendRequest", request.to_record()), headers=headers)
+    p.produce(
+        settings.topics.requested, key=request.message_id.encode(), value=codec.encode("SendRequest", request.to_record()), headers=headers
+    )
     assert p.flush(30) == 0
 
 

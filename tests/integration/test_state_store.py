@@ -138,7 +138,9 @@ def test_an_unreachable_redis_is_a_retryable_state_error(settings):
 
 
 def test_stored_facts_cost_little_memory(settings, redis_client):
-    store = RedisStateStore(client=redis_client, addressing=FactAddressing(StateSettings(key_prefix=settings.state.key_prefix, buckets_per_org=64)))
+    store = RedisStateStore(
+        client=redis_client, addressing=FactAddressing(StateSettings(key_prefix=settings.state.key_prefix, buckets_per_org=64))
+    )
     status = store.begin_generation({})
     count = 5000
     writes = {FactKey("org-m", FactKind.EMAIL_OPT_OUT_ORGANIZATION, (f"person{i}@example.com",)): FLAG_SET for i in range(count)}

@@ -68,7 +68,13 @@ def test_requested_records_are_joined_with_what_the_gate_decided(kafka_topics):
     result = sendgate(settings, "what-if", "--topic", "requested", "--json")
     document = json_out(result)
     assert document["evaluated"] == 4
-    assert document["then"] == {"allowed": 2, "suppressed": {"EMAIL_OPT_OUT_ORGANIZATION": 1}, "suppressed_total": 1, "dead_letter": 0, "unknown": 1}
+    assert document["then"] == {
+        "allowed": 2,
+        "suppressed": {"EMAIL_OPT_OUT_ORGANIZATION": 1},
+        "suppressed_total": 1,
+        "dead_letter": 0,
+        "unknown": 1,
+    }
     assert document["now"]["allowed"] == 2 and document["now"]["suppressed"] == {"EMAIL_OPT_OUT_ORGANIZATION": 2}
     assert document["changed"] == 1
     assert {"then": "ALLOWED", "now": "SUPPRESSED:EMAIL_OPT_OUT_ORGANIZATION", "count": 1} in document["transitions"]

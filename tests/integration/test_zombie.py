@@ -104,5 +104,5 @@ def test_chaos_zombies_of_three_gates(services, tmp_path):
             verdicts.append(verdict)
             outcomes.append(outcome)
         fill_zombie_row(row, verdicts, outcomes)
-        for verdict, outcome in zip(verdicts, outcomes):
+        for verdict, outcome in zip(verdicts, outcomes, strict=True):
             assert_zombie(verdict, outcome)

@@ -158,7 +158,7 @@ def redis_layout(facts: dict[FactKey, str], settings: Settings) -> dict[str, dic
     """``facts`` as the applier writes them: hash key -> field -> value."""
     addressing = FactAddressing(settings.state)
     hashes: dict[str, dict[bytes, bytes]] = {}
-    for fact, (key, hash_field) in zip(facts, addressing.locate_all(facts)):
+    for fact, (key, hash_field) in zip(facts, addressing.locate_all(facts), strict=True):
         hashes.setdefault(key, {})[hash_field] = facts[fact].encode()
     return hashes
 
@@ -167,7 +167,7 @@ def read_script(keys: list[str], fields: list[bytes], hashes: dict[str, dict[byt
     """``scripts.READ`` over ``hashes``: (fields read, the (position, value) pairs of those present)."""
     found: list[Any] = []
     n = 0
-    for key, packed in zip(keys, fields):
+    for key, packed in zip(keys, fields, strict=True):
         held = hashes.get(key, {})
         for at in range(0, len(packed), FIELD_BYTES):
             n += 1

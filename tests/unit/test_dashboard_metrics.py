@@ -346,7 +346,10 @@ def test_promtool_check_compose_prometheus_config(tmp_path: Path) -> None:
 def test_promtool_parses_every_dashboard_expression(tmp_path: Path) -> None:
     # promtool has no expression checker: wrap each query in a recording rule.
     rules = [
-        {"record": f"sendgate:dashboard_query_{index}", "expr": _GRAFANA_VARS.sub(lambda m: "5m" if m.group(0).startswith("$__") else ".*", expr)}
+        {
+            "record": f"sendgate:dashboard_query_{index}",
+            "expr": _GRAFANA_VARS.sub(lambda m: "5m" if m.group(0).startswith("$__") else ".*", expr),
+        }
         for index, (_, expr) in enumerate(dashboard_expressions())
     ]
     path = tmp_path / "dashboard-rules.yml"

@@ -229,7 +229,9 @@ def test_kustomization_lists_every_manifest() -> None:
 
 def test_every_manifest_is_a_kubernetes_object(manifests: list[dict[str, Any]]) -> None:
     kinds = {m["kind"] for m in manifests}
-    expected = {"Namespace", "ConfigMap", "Secret", "Job", "Deployment", "Service", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication"}
+    expected = {
+        "Namespace", "ConfigMap", "Secret", "Job", "Deployment", "Service", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication",
+    }
     assert expected <= kinds
     for manifest in manifests:
         assert manifest.get("apiVersion") and manifest["metadata"].get("name"), manifest

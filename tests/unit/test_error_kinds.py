@@ -52,7 +52,8 @@ def classified(kafka: KafkaError) -> SendgateError:
 
 # -- classification -------------------------------------------------------------
 @pytest.mark.parametrize(
-    "code", [KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED]
+    "code",
+    [KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED],
 )
 def test_a_fence_is_producer_fenced_even_when_librdkafka_calls_it_fatal(code: int) -> None:
     assert is_fenced(error(code))
@@ -148,7 +149,9 @@ def test_an_escaped_error_exits_with_the_code_of_its_kind(exc: BaseException, co
         (error(KafkaError._TRANSPORT, retriable=True), ExitCode.UNREACHABLE),
     ],
 )
-def test_a_raw_kafka_exception_exits_by_the_same_classification(kafka: KafkaError, code: ExitCode, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_raw_kafka_exception_exits_by_the_same_classification(
+    kafka: KafkaError, code: ExitCode, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert exit_code_of(KafkaException(kafka), capsys)[0] == code
 
 

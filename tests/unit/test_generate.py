@@ -134,7 +134,7 @@ def test_send_mix_channels_categories_and_invalid_addresses(world):
 def test_keys_follow_spec_section_4_and_values_decode(events):
     codec = AvroCodec()
     kinds: collections.Counter[str] = collections.Counter()
-    for event, (key, value) in zip(events[:2_000], encoded_events(events[:2_000], codec, kinds)):
+    for event, (key, value) in zip(events[:2_000], encoded_events(events[:2_000], codec, kinds), strict=True):
         assert PreferenceEvent.from_record(codec.decode("PreferenceEvent", value)) == event
         if event.type is T.ORG_SETTINGS_CHANGED:
             expected = event.org_id
@@ -151,7 +151,7 @@ def test_keys_follow_spec_section_4_and_values_decode(events):
 def test_send_keys_are_message_ids_and_stamping_sets_requested_at(world):
     codec = AvroCodec()
     sends = list(generate_sends(world, 20, seed=7, base_time_ms=0))
-    for send, (key, value) in zip(sends, encoded_sends(sends, codec, collections.Counter(), stamp_now=True)):
+    for send, (key, value) in zip(sends, encoded_sends(sends, codec, collections.Counter(), stamp_now=True), strict=True):
         assert key == send.message_id.encode()
         assert codec.decode("SendRequest", value)["requested_at"] > BASE_MS
 

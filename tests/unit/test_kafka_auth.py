@@ -103,7 +103,7 @@ def test_metadata_reports_refused_credentials_at_once():
 
 def test_metadata_without_a_refusal_is_still_an_unreachable_kafka():
     admin = FakeAdmin(AuthenticationWatch(BOOTSTRAP), [TRANSPORT])
-    with pytest.raises(ServiceUnreachable, match="did not answer within 0.3 s"):
+    with pytest.raises(ServiceUnreachable, match=r"did not answer within 0\.3 s"):
         _metadata(admin, settings(), 0.3)  # type: ignore[arg-type]
 
 

@@ -23,7 +23,11 @@ def event(type_: T, **fields) -> PreferenceEvent:
 
 
 def test_subject_keys_follow_spec_and_normalise_addresses():
-    assert kafka_key(event(T.SMS_OPT_IN, phone="(415) 555-0100")) == kafka_key(event(T.SMS_OPT_OUT, phone="+14155550100")) == "org:+14155550100"
+    assert (
+        kafka_key(event(T.SMS_OPT_IN, phone="(415) 555-0100"))
+        == kafka_key(event(T.SMS_OPT_OUT, phone="+14155550100"))
+        == "org:+14155550100"
+    )
     assert kafka_key(event(T.EMAIL_OPT_OUT_USER, email=" Jane@Example.COM ", user_id="u")) == "org:jane@example.com"
     assert kafka_key(event(T.CONTACT_SILENCED, contact_id="c-1")) == "org:c-1"
     assert kafka_key(event(T.ORG_SETTINGS_CHANGED, settings=OrgSettings())) == "org"

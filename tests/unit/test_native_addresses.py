@@ -88,7 +88,7 @@ def test_an_email_the_core_answers_is_email_validators_answer(raw: str) -> None:
 @settings(max_examples=500, deadline=None)
 @given(addresses())
 def test_the_sender_domain_is_the_normalised_senders(raw: str) -> None:
-    _, sender_domain, fallback = normalised_by_core("EMAIL", "ann@example.com", raw)
+    _, sender_domain, _fallback = normalised_by_core("EMAIL", "ann@example.com", raw)
     expected = library_email(raw)
     assert sender_domain == (None if expected is None else expected.rpartition("@")[2])
 
@@ -97,7 +97,9 @@ PHONE_TEXT = st.text(alphabet="+1234567890 ()-.x", max_size=16)
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.one_of(PHONE_TEXT, st.from_regex(r"\s?\+1\d{9,11}\s?", fullmatch=True), st.text(max_size=12)), st.sampled_from(("US", "GB", "DE")))
+@given(
+    st.one_of(PHONE_TEXT, st.from_regex(r"\s?\+1\d{9,11}\s?", fullmatch=True), st.text(max_size=12)), st.sampled_from(("US", "GB", "DE"))
+)
 def test_a_number_the_core_answers_is_phonenumbers_answer(raw: str, region: str) -> None:
     normalised, _, fallback = normalised_by_core("SMS", raw, "55555", region)
     if raw in fallback.phones:

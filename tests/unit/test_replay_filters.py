@@ -52,7 +52,9 @@ def test_the_click_parameter_turns_a_bad_time_into_a_usage_error():
     assert TimeParam().convert("2026-01-01", None, None) == JAN_1_2026_MS
 
 
-@pytest.mark.parametrize(("text", "millis"), [("30d", 30 * 86_400_000), ("12h", 43_200_000), ("90m", 5_400_000), ("600s", 600_000), (" 1 d", 86_400_000)])
+@pytest.mark.parametrize(
+    ("text", "millis"), [("30d", 30 * 86_400_000), ("12h", 43_200_000), ("90m", 5_400_000), ("600s", 600_000), (" 1 d", 86_400_000)]
+)
 def test_durations(text, millis):
     assert parse_duration(text) == millis
     assert DurationParam().convert(text, None, None) == millis

@@ -295,7 +295,8 @@ def measure_gate(
             }
             for phase, value in sums.items()
         },
-        "phase_note": "decode includes prepare; state is the wait for the batch's state read (Redis and the freshness barrier) that deciding and producing the previous batch did not hide; "
+        "phase_note": "decode includes prepare; state is the wait for the batch's state read (Redis and the freshness barrier) "
+        "that deciding and producing the previous batch did not hide; "
         + ("decide is timed around DecisionPolicy.decide and taken out of produce" if timer else "decide is inside produce"),
         "measured_batches": batches,
     }

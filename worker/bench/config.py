@@ -69,7 +69,9 @@ def bench_settings(base: Settings, *, run_id: str, partitions: int) -> BenchSett
         "preferences": base.preferences.model_copy(update={"group_id": f"{prefix}-prefs"}),
         "http": base.http.model_copy(update={"enabled": False}),
     }
-    main = base.model_copy(update={**common, "gate": base.gate.model_copy(update={"group_id": f"{prefix}-gate", "instance_id": f"{prefix}-gate"})})
+    main = base.model_copy(
+        update={**common, "gate": base.gate.model_copy(update={"group_id": f"{prefix}-gate", "instance_id": f"{prefix}-gate"})}
+    )
     baseline = main.model_copy(
         update={
             "topics": topics.model_copy(update={"allowed": f"{prefix}.baseline.out"}),
@@ -79,7 +81,9 @@ def bench_settings(base: Settings, *, run_id: str, partitions: int) -> BenchSett
     latency = main.model_copy(
         update={
             "topics": topics.model_copy(
-                update={name: f"{prefix}.latency.{name.replace('_', '-')}" for name in ("requested", "allowed", "suppressed", "dead_letter")}
+                update={
+                    name: f"{prefix}.latency.{name.replace('_', '-')}" for name in ("requested", "allowed", "suppressed", "dead_letter")
+                }
             ),
             "gate": main.gate.model_copy(update={"group_id": f"{prefix}-latency-gate", "instance_id": f"{prefix}-latency"}),
         }

@@ -198,7 +198,8 @@ class BenchPlan:
                 yield self._blocked_send(message_id, pick % blocked_until, h, at)
             elif u < threshold + 5_000:  # 0.5 %: an address no one can parse
                 contact = self.contact_at(clean_first + pick % max(1, self._size - clean_first) if clean_first < self._size else 0)
-                yield self._send(message_id, contact, Channel.EMAIL, Category.MARKETING, h, at, to=INVALID_EMAILS[pick % len(INVALID_EMAILS)])
+                invalid = INVALID_EMAILS[pick % len(INVALID_EMAILS)]
+                yield self._send(message_id, contact, Channel.EMAIL, Category.MARKETING, h, at, to=invalid)
             elif u < threshold + 35_000 and self.opt_outs:  # 3 %: transactional email past an opt-out (allowed)
                 contact = self.opt_out(pick % self.opt_outs).contact
                 yield self._send(message_id, contact, Channel.EMAIL, Category.TRANSACTIONAL, h, at)
@@ -224,15 +225,33 @@ class BenchPlan:
         return self._send(message_id, contact, Channel.EMAIL, Category.TRANSACTIONAL, h, at)
 
     def _send(
-        self, message_id: str, contact: Contact, channel: Channel, category: Category, h: int, at: int, *,
-        to: str | None = None, user: str | None = None, domain: str | None = None,
+        self,
+        message_id: str,
+        contact: Contact,
+        channel: Channel,
+        category: Category,
+        h: int,
+        at: int,
+        *,
+        to: str | None = None,
+        user: str | None = None,
+        domain: str | None = None,
     ) -> SendRequest:
         org = contact.org
         user = user or org.users[(h >> 40) % len(org.users)]
         domain = domain or org.sender_domains[(h >> 48) % len(org.sender_domains)]
         if to is None:
             to = contact.email if channel is Channel.EMAIL else contact.phone
+        if to is None:
+            raise ValueError(f"contact {contact.index} has no {channel.value} address (the bench's world gives every contact both)")
         return self._sends.build(
-            message_id=message_id, contact=contact, channel=channel, category=category, user=user,
-            sender_domain=domain, to=to, requested_at=at, h=h,  # type: ignore[arg-type]
+            message_id=message_id,
+            contact=contact,
+            channel=channel,
+            category=category,
+            user=user,
+            sender_domain=domain,
+            to=to,
+            requested_at=at,
+            h=h,
         )

@@ -658,7 +658,7 @@ def _observe_buckets(histogram: Histogram, outcome: Outcome) -> None:
         for amount in outcome.latencies():
             histogram.observe(amount)
         return
-    for bucket, n in zip(buckets, counts):
+    for bucket, n in zip(buckets, counts, strict=True):
         if n:
             bucket.inc(n)
     total.inc(outcome.latency_sum)

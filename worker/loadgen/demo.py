@@ -112,7 +112,12 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, 
 
 def _collect(settings, runtime, starts, wanted, failures, timeout_seconds) -> dict[str, Outcome]:  # type: ignore[no-untyped-def]
     consumer = Consumer(
-        {**settings.kafka.common_config(), "group.id": "sendgate-demo-reader", "isolation.level": "read_committed", "enable.auto.commit": False}
+        {
+            **settings.kafka.common_config(),
+            "group.id": "sendgate-demo-reader",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
     )
     consumer.assign([TopicPartition(tp.topic, tp.partition, offset) for tp, offset in starts.items()])
     outcomes: dict[str, Outcome] = {}
@@ -158,9 +163,12 @@ def _print_summary(console: Console, scenario: Scenario, outcomes: dict[str, Out
         wrong += not correct
         reasons = ", ".join(outcome.reasons) or (f"(bypassed: {outcome.bypassed})" if outcome.bypassed else "")
         table.add_row(
-            str(index), f"{send.request.channel.value} {send.request.category.value.lower()}", send.story,
+            str(index),
+            f"{send.request.channel.value} {send.request.category.value.lower()}",
+            send.story,
             f"[green]{outcome.decision}[/green]" if outcome.decision == "allowed" else f"[yellow]{outcome.decision}[/yellow]",
-            reasons, "[green]yes[/green]" if correct else "[red]NO[/red]",
+            reasons,
+            "[green]yes[/green]" if correct else "[red]NO[/red]",
         )
     console.print(table)
 

@@ -7,6 +7,7 @@ its output shows the address; logs never do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -96,7 +97,10 @@ def explain(live: LiveState, request: SendRequest) -> Explanation:
     # Every contact fact is shown, even one this channel does not read.
     shown = read_keys + [
         key
-        for key in (FactKey(request.org_id, kind, (request.contact_id,)) for kind in (FactKind.DO_NOT_CONTACT, FactKind.SILENCED, FactKind.OK_TO_EMAIL))
+        for key in (
+            FactKey(request.org_id, kind, (request.contact_id,))
+            for kind in (FactKind.DO_NOT_CONTACT, FactKind.SILENCED, FactKind.OK_TO_EMAIL)
+        )
         if key not in read_keys
     ]
     settings_key = FactKey(request.org_id, FactKind.ORG_SETTINGS, ())
@@ -113,10 +117,8 @@ def explain(live: LiveState, request: SendRequest) -> Explanation:
     history = SettingsHistory()
     raw_settings = snapshot.facts.get(settings_key)
     if raw_settings:
-        try:
+        with contextlib.suppress(ValueError):
             history = SettingsHistory.decode(raw_settings)
-        except ValueError:
-            pass
     facts = [describe_fact(key, snapshot.facts.get(key), key in read_keys, history) for key in shown]
     return Explanation(request, prepared, decision, facts, snapshot.status, barrier, fresh, note)
 
@@ -126,7 +128,7 @@ def describe_fact(key: FactKey, raw: str | None, read: bool, history: SettingsHi
     names = _SUBJECT_FIELDS.get(key.kind, tuple(f"part{i}" for i in range(len(key.subject))))
     described: dict[str, Any] = {
         "kind": key.kind.name,
-        "subject": dict(zip(names, key.subject)),
+        "subject": dict(zip(names, key.subject, strict=True)),
         "read_by_policy": read,
         "present": raw is not None,
         "raw": raw,
@@ -144,7 +146,12 @@ def describe_fact(key: FactKey, raw: str | None, read: bool, history: SettingsHi
 def _decode(kind: FactKind, raw: str, history: SettingsHistory) -> Any:
     if kind in (FactKind.SILENCED, FactKind.OK_TO_EMAIL):
         stamped = Stamped.decode(raw)
-        return {"value": stamped.value, "occurred_at": stamped.occurred_at, "occurred_at_iso": iso(stamped.occurred_at), "event_id": stamped.event_id}
+        return {
+            "value": stamped.value,
+            "occurred_at": stamped.occurred_at,
+            "occurred_at_iso": iso(stamped.occurred_at),
+            "event_id": stamped.event_id,
+        }
     if kind is FactKind.SMS_CONSENT:
         return _sms_consent(raw)
     if kind is FactKind.EMAIL_UNSUBSCRIBES:
@@ -271,14 +278,23 @@ def _require_for_email(ctx: click.Context, channel: str, user: str | None, sende
 @click.option("--user", "user_id", default=None, help="Sending user id (required for EMAIL).")
 @click.option("--contact", "contact_id", required=True, help="Contact id.")
 @click.option("--channel", type=click.Choice([c.value for c in Channel], case_sensitive=False), required=True)
-@click.option("--category", type=click.Choice([c.value for c in Category], case_sensitive=False), default=Category.MARKETING.value, show_default=True)
+@click.option(
+    "--category", type=click.Choice([c.value for c in Category], case_sensitive=False), default=Category.MARKETING.value, show_default=True
+)
 @click.option("--to", "to", required=True, help="Recipient email address or phone number.")
 @click.option("--from", "sender", default=None, help="Sender address (required for EMAIL; its domain is the sender domain).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.pass_context
 def explain_command(
-    ctx: click.Context, org_id: str, user_id: str | None, contact_id: str, channel: str, category: str,
-    to: str, sender: str | None, as_json: bool,
+    ctx: click.Context,
+    org_id: str,
+    user_id: str | None,
+    contact_id: str,
+    channel: str,
+    category: str,
+    to: str,
+    sender: str | None,
+    as_json: bool,
 ) -> None:
     """Would this send be allowed now? Shows the decision, every reason and the facts held.
 

@@ -199,7 +199,8 @@ class Replayer:
                 self._process(batch)
             self._on_progress(total, total)
         self._resolve_in_doubt()
-        logger.info("replay finished", extra={"run": self._run_id, **{k: v for k, v in self.summary.to_json().items() if isinstance(v, int)}})
+        counts = {k: v for k, v in self.summary.to_json().items() if isinstance(v, int)}
+        logger.info("replay finished", extra={"run": self._run_id, **counts})
         return self.summary
 
     def _decode(self, message: Message) -> dict[str, Any] | None:
@@ -215,7 +216,7 @@ class Replayer:
         requests = [SendRequest.from_record(record["request"]) for _, record in batch]
         decisions = self._live.decide(requests)
         candidates: list[_Candidate] = []
-        for (message, record), request, decision in zip(batch, requests, decisions):
+        for (message, record), request, decision in zip(batch, requests, decisions, strict=True):
             if not decision.allowed:
                 primary = decision.primary_reason or SuppressionReason.INVALID_ADDRESS
                 self.summary.still_suppressed[primary.value] += 1
@@ -233,18 +234,18 @@ class Replayer:
         won = self._ledger.claim(claims)
         now = time.monotonic()
         winners = []
-        for candidate, ok in zip(candidates, won):
+        for candidate, ok in zip(candidates, won, strict=True):
             candidate.claimed_at = now
             if ok:
                 winners.append(candidate)
-        losers = [c for c, ok in zip(candidates, won) if not ok]
-        for candidate, entry in zip(losers, self._ledger.get([c.key for c in losers])):
+        losers = [c for c, ok in zip(candidates, won, strict=True) if not ok]
+        for candidate, entry in zip(losers, self._ledger.get([c.key for c in losers]), strict=True):
             self._existing(candidate, entry)
         self._release(winners)
 
     def _predict(self, candidates: list[_Candidate]) -> None:
         """Dry run: what a real run would do, from the ledger as it is (nothing written)."""
-        for candidate, entry in zip(candidates, self._ledger.get([c.key for c in candidates])):
+        for candidate, entry in zip(candidates, self._ledger.get([c.key for c in candidates]), strict=True):
             if entry is None and candidate.key not in self._seen_this_run:
                 self._seen_this_run.add(candidate.key)
                 self.summary.released[candidate.reason] += 1
@@ -300,7 +301,9 @@ class Replayer:
             value = self._codec.encode("SendRequest", candidate.record["request"])
             token = candidate.claim.token
             try:
-                self._produce(producer, candidate.message.key(), value, headers, lambda err, msg, t=token: results.__setitem__(t, (err, msg)))
+                self._produce(
+                    producer, candidate.message.key(), value, headers, lambda err, msg, t=token: results.__setitem__(t, (err, msg))
+                )
             except KafkaException as exc:
                 # Never handed to librdkafka: this claim and the rest are safe to drop.
                 for dropped in candidates[index:]:
@@ -318,7 +321,9 @@ class Replayer:
             if delivered is None or error is not None:
                 # Maybe written, maybe not: the claim stays, a later run resolves it.
                 self.summary.unconfirmed_this_run += 1
-                logger.warning("replay delivery not confirmed: message in doubt", extra={"source": position(candidate.message), "error": str(error)})
+                logger.warning(
+                    "replay delivery not confirmed: message in doubt", extra={"source": position(candidate.message), "error": str(error)}
+                )
                 continue
             done = LedgerEntry(True, candidate.claim.token, int(time.time() * 1000), f"{delivered.partition()}:{delivered.offset()}")
             if not self._ledger.confirm(candidate.key, candidate.claim, done):

@@ -174,7 +174,7 @@ class WhatIf:
     def _evaluate(self, batch: list[tuple[Message, dict[str, Any]]]) -> None:
         requests = [SendRequest.from_record(record["request"] if self._suppressed else record) for _, record in batch]
         decisions = self._live.decide(requests)
-        for (message, record), request, decision in zip(batch, requests, decisions):
+        for (message, record), request, decision in zip(batch, requests, decisions, strict=True):
             now = outcome_of(decision)
             self.summary.evaluated += 1
             self.summary.now[now] += 1
@@ -247,20 +247,44 @@ def render(console: Console, summary: WhatIfSummary) -> None:
 
 
 @click.command("what-if")
-@click.option("--topic", "source", type=click.Choice(["suppressed", "requested"], case_sensitive=False), default="suppressed", show_default=True,
-              help="Which records to evaluate: sends.suppressed or sends.requested.")
-@click.option("--since", type=TimeParam(), default=None, help="At or after this time (epoch ms or ISO-8601): decided_at for suppressed, requested_at for requested.")
+@click.option(
+    "--topic",
+    "source",
+    type=click.Choice(["suppressed", "requested"], case_sensitive=False),
+    default="suppressed",
+    show_default=True,
+    help="Which records to evaluate: sends.suppressed or sends.requested.",
+)
+@click.option(
+    "--since",
+    type=TimeParam(),
+    default=None,
+    help="At or after this time (epoch ms or ISO-8601): decided_at for suppressed, requested_at for requested.",
+)
 @click.option("--until", type=TimeParam(), default=None, help="Before this time.")
-@click.option("--reason", "reasons", multiple=True, metavar="REASON", type=click.Choice([r.value for r in SuppressionReason], case_sensitive=False),
-              help="Suppressed records with this reason only (repeatable; --topic suppressed).")
+@click.option(
+    "--reason",
+    "reasons",
+    multiple=True,
+    metavar="REASON",
+    type=click.Choice([r.value for r in SuppressionReason], case_sensitive=False),
+    help="Suppressed records with this reason only (repeatable; --topic suppressed).",
+)
 @click.option("--org", "orgs", multiple=True, help="Only this organization (repeatable).")
 @click.option("--campaign", "campaigns", multiple=True, help="Only this campaign (repeatable).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate at most this many matching records.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.pass_obj
 def what_if_command(
-    settings: Settings, source: str, since: int | None, until: int | None, reasons: tuple[str, ...], orgs: tuple[str, ...],
-    campaigns: tuple[str, ...], limit: int | None, as_json: bool,
+    settings: Settings,
+    source: str,
+    since: int | None,
+    until: int | None,
+    reasons: tuple[str, ...],
+    orgs: tuple[str, ...],
+    campaigns: tuple[str, ...],
+    limit: int | None,
+    as_json: bool,
 ) -> None:
     """Decide a window of past sends against the current state and compare with what was decided then.
 
@@ -278,15 +302,21 @@ def what_if_command(
 
     def body() -> None:
         topics = settings.topics
-        needed = [topics.suppressed] if source == "suppressed" else [topics.requested, topics.allowed, topics.suppressed, topics.dead_letter]
+        needed = (
+            [topics.suppressed] if source == "suppressed" else [topics.requested, topics.allowed, topics.suppressed, topics.dead_letter]
+        )
         live = LiveState.connect(settings, topics=needed)
         bar = progress_bar(err_console, f"what-if over {source}", disable=as_json)
         task = bar.add_task("records", total=None)
         try:
             with bar:
                 summary = WhatIf(
-                    settings=settings, live=live, codec=AvroCodec.from_settings(settings), source=source,
-                    record_filter=record_filter, limit=limit,
+                    settings=settings,
+                    live=live,
+                    codec=AvroCodec.from_settings(settings),
+                    source=source,
+                    record_filter=record_filter,
+                    limit=limit,
                     on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                 ).run()
         finally:

@@ -48,7 +48,7 @@ _PLACEMENT: dict[FactKind, tuple[str, bytes]] = {
 
 def locations(groups: dict[str, tuple[list[FactKey], list[bytes]]]) -> dict[FactKey, tuple[str, bytes]]:
     """(key, field) per fact of :meth:`FactAddressing.group`'s answer."""
-    return {fact: (key, field) for key, (facts, fields) in groups.items() for fact, field in zip(facts, fields)}
+    return {fact: (key, field) for key, (facts, fields) in groups.items() for fact, field in zip(facts, fields, strict=True)}
 
 
 class FactAddressing:
