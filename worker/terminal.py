@@ -69,15 +69,10 @@ def run_guarded(action: Callable[[], Any]) -> Any:
     """
     try:
         return action()
-    except FatalError as exc:
-        refused = _credentials_refused() if isinstance(exc, ServiceUnreachable) else None
-        if refused is not None:
-            _exit_refused(refused)
-        logger.error("stopping", extra={"error": str(exc), "exit_code": exc.exit_code.name})
-        err_console.print(f"[red]error:[/red] {exc}")
-        sys.exit(exc.exit_code)
-    except RetryableError as exc:
-        refused = _credentials_refused()
+    except (FatalError, RetryableError) as exc:
+        # An outage may be refused credentials in disguise; a retryable error is an outage that lasted.
+        outage = isinstance(exc, (ServiceUnreachable, RetryableError))
+        refused = _credentials_refused() if outage else None
         if refused is not None:
             _exit_refused(refused)
         logger.error("stopping", extra={"error": str(exc), "exit_code": exc.exit_code.name})

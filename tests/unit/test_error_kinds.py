@@ -32,6 +32,7 @@ from worker.state.errors import (
     OlderLayout,
     ProgressConflict,
     RedisClusterRefused,
+    StateChanged,
     StateNotReady,
     StateUnavailable,
 )
@@ -88,26 +89,30 @@ def test_a_kafka_exception_without_a_kafka_error_aborts_the_transaction() -> Non
 
 
 # -- where each kind lives, and its exit code ------------------------------------
-@pytest.mark.parametrize(
-    ("kind", "family", "code"),
-    [
-        (StateUnavailable, RetryableError, ExitCode.UNREACHABLE),
-        (StateNotReady, RetryableError, ExitCode.STATE_FATAL),
-        (OlderLayout, StateNotReady, ExitCode.STATE_FATAL),
-        (GenerationLost, RetryableError, ExitCode.STATE_FATAL),
-        (ProgressConflict, RetryableError, ExitCode.STATE_FATAL),
-        (TransactionAborted, RetryableError, ExitCode.KAFKA_FATAL),
-        (KafkaRetriable, RetryableError, ExitCode.UNREACHABLE),
-        (OffsetsUnavailable, RetryableError, ExitCode.UNREACHABLE),
-        (SchemaRegistryUnavailable, RetryableError, ExitCode.UNREACHABLE),
-        (IncompatibleLayout, ConfigurationError, ExitCode.CONFIG),
-        (RedisClusterRefused, ConfigurationError, ExitCode.CONFIG),
-        (ProducerFatal, KafkaFatal, ExitCode.KAFKA_FATAL),
-    ],
-)
-def test_each_kind_has_its_family_and_exit_code(kind: type[SendgateError], family: type[SendgateError], code: ExitCode) -> None:
-    assert issubclass(kind, family)
-    assert kind("x").exit_code == code  # type: ignore[attr-defined]
+KINDS_BY_FAMILY: dict[type[SendgateError], list[type[SendgateError]]] = {
+    RetryableError: [StateUnavailable, StateNotReady, GenerationLost, ProgressConflict, TransactionAborted, KafkaRetriable,
+                     OffsetsUnavailable, SchemaRegistryUnavailable],
+    StateNotReady: [OlderLayout],
+    StateChanged: [GenerationLost, ProgressConflict],
+    ConfigurationError: [IncompatibleLayout, RedisClusterRefused],
+    KafkaFatal: [ProducerFatal],
+}
+KINDS_BY_EXIT_CODE: dict[ExitCode, list[type[SendgateError]]] = {
+    ExitCode.UNREACHABLE: [StateUnavailable, KafkaRetriable, OffsetsUnavailable, SchemaRegistryUnavailable],
+    ExitCode.STATE_FATAL: [StateNotReady, OlderLayout, GenerationLost, ProgressConflict],
+    ExitCode.KAFKA_FATAL: [TransactionAborted, ProducerFatal],
+    ExitCode.CONFIG: [IncompatibleLayout, RedisClusterRefused],
+}
+
+
+def test_each_kind_belongs_to_its_family() -> None:
+    for family, kinds in KINDS_BY_FAMILY.items():
+        assert [kind for kind in kinds if not issubclass(kind, family)] == [], family
+
+
+def test_each_kind_exits_with_its_code() -> None:
+    for code, kinds in KINDS_BY_EXIT_CODE.items():
+        assert {kind: kind("x").exit_code for kind in kinds} == dict.fromkeys(kinds, code)  # type: ignore[attr-defined]
 
 
 # -- run_guarded: a command's exit code -------------------------------------------

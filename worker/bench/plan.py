@@ -225,17 +225,8 @@ class BenchPlan:
         return self._send(message_id, contact, Channel.EMAIL, Category.TRANSACTIONAL, h, at)
 
     def _send(
-        self,
-        message_id: str,
-        contact: Contact,
-        channel: Channel,
-        category: Category,
-        h: int,
-        at: int,
-        *,
-        to: str | None = None,
-        user: str | None = None,
-        domain: str | None = None,
+        self, message_id: str, contact: Contact, channel: Channel, category: Category, h: int, at: int, *,
+        to: str | None = None, user: str | None = None, domain: str | None = None,
     ) -> SendRequest:
         org = contact.org
         user = user or org.users[(h >> 40) % len(org.users)]
@@ -245,13 +236,6 @@ class BenchPlan:
         if to is None:
             raise ValueError(f"contact {contact.index} has no {channel.value} address (the bench's world gives every contact both)")
         return self._sends.build(
-            message_id=message_id,
-            contact=contact,
-            channel=channel,
-            category=category,
-            user=user,
-            sender_domain=domain,
-            to=to,
-            requested_at=at,
-            h=h,
+            message_id=message_id, contact=contact, channel=channel, category=category, user=user,
+            sender_domain=domain, to=to, requested_at=at, h=h,
         )

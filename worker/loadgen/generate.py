@@ -29,22 +29,14 @@ from worker.terminal import console, run_guarded
 @click.option("--events", "event_count", type=click.IntRange(min=0), default=10_000, show_default=True, help="Preference events.")
 @click.option("--sends", "send_count", type=click.IntRange(min=0), default=10_000, show_default=True, help="Send requests.")
 @click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Records per second; 0 = as fast as possible.")
-@click.option(
-    "--what", type=click.Choice(["events", "sends", "both"]), default="both", show_default=True, help="What to produce (events first)."
-)
+@click.option("--what", type=click.Choice(["events", "sends", "both"]), default="both", show_default=True,
+              help="What to produce (events first).")
 @click.option("--seed", type=int, default=None, help="Reproduce a world and its traffic (default: random, printed).")
 @click.option("--base-time-ms", type=click.IntRange(min=0), default=None, help="Epoch ms of the first event/request (default: now).")
 @click.pass_obj
 def generate_command(
-    settings: Settings,
-    orgs: int,
-    contacts: int,
-    event_count: int,
-    send_count: int,
-    rate: float,
-    what: str,
-    seed: int | None,
-    base_time_ms: int | None,
+    settings: Settings, orgs: int, contacts: int, event_count: int, send_count: int, rate: float, what: str,
+    seed: int | None, base_time_ms: int | None,
 ) -> None:
     """Produce realistic traffic: preference events and/or send requests."""
 
@@ -64,28 +56,12 @@ def generate_command(
         with progress_bar(console) as progress:
             if what in ("events", "both") and event_count:
                 events = generate_events(world, event_count, seed=seed, base_time_ms=start_ms)
-                reports.append(
-                    produce_events(
-                        settings,
-                        events,
-                        codec=codec,
-                        producer=producer,
-                        rate=rate,
-                        on_progress=tracked(progress, "preference events", event_count),
-                    )
-                )
+                reports.append(produce_events(settings, events, codec=codec, producer=producer, rate=rate,
+                                              on_progress=tracked(progress, "preference events", event_count)))
             if what in ("sends", "both") and send_count:
                 sends = generate_sends(world, send_count, seed=seed, base_time_ms=start_ms + event_count)
-                reports.append(
-                    produce_sends(
-                        settings,
-                        sends,
-                        codec=codec,
-                        producer=producer,
-                        rate=rate,
-                        on_progress=tracked(progress, "send requests", send_count),
-                    )
-                )
+                reports.append(produce_sends(settings, sends, codec=codec, producer=producer, rate=rate,
+                                             on_progress=tracked(progress, "send requests", send_count)))
         _print_summary(console, reports, seed=seed, orgs=orgs, contacts=contacts)
 
     run_guarded(body)
@@ -99,8 +75,7 @@ def _print_summary(console: Console, reports: list[ProduceReport], *, seed: int,
         for kind, n in sorted(report.kinds.items()):
             table.add_row(report.topic, kind, f"{n:,}")
         table.add_row(
-            report.topic,
-            "[bold]total[/bold]",
+            report.topic, "[bold]total[/bold]",
             f"[bold]{report.records:,}[/bold] in {report.seconds:.1f}s ({report.records_per_second:,.0f}/s, {report.bytes / 1e6:.1f} MB)",
         )
     console.print(table)

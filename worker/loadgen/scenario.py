@@ -65,9 +65,8 @@ def build_scenario(*, run_id: str | None = None, base_time_ms: int) -> Scenario:
         event(T.EMAIL_OPT_OUT_DOMAIN, email="domain-out@example.com", domain="lender.example"),
         event(T.EMAIL_OPT_OUT_USER, email="user-out@example.com", user_id="user-1"),
         event(T.EMAIL_UNSUBSCRIBE, email="unsubscribed@example.com", domain="lender.example"),
-        event(
-            T.CONTACT_DO_NOT_CONTACT, source=PreferenceSource.USER, contact_id="contact-dnc", email="dnc@example.com", phone="+14155550101"
-        ),
+        event(T.CONTACT_DO_NOT_CONTACT, source=PreferenceSource.USER, contact_id="contact-dnc",
+              email="dnc@example.com", phone="+14155550101"),
         event(T.CONTACT_SILENCED, source=PreferenceSource.USER, contact_id="contact-silenced"),
         event(T.CONTACT_OK_TO_EMAIL_SET, source=PreferenceSource.API, contact_id="contact-no-email", ok_to_email=False),
         event(T.SMS_OPT_IN, source=PreferenceSource.CONTACT, phone="+14155550102"),
@@ -84,42 +83,23 @@ def build_scenario(*, run_id: str | None = None, base_time_ms: int) -> Scenario:
     sent_at = at + 1_000
     count = 0
 
-    def send(
-        story: str,
-        expected: tuple[R, ...],
-        *,
-        to: str,
-        channel: Channel = Channel.EMAIL,
-        category: Category = Category.MARKETING,
-        contact: str = "contact-1",
-        user: str = "user-1",
-        sender: str = SENDER,
-    ) -> ScriptedSend:
+    def send(story: str, expected: tuple[R, ...], *, to: str, channel: Channel = Channel.EMAIL,
+             category: Category = Category.MARKETING, contact: str = "contact-1", user: str = "user-1",
+             sender: str = SENDER) -> ScriptedSend:
         nonlocal count
         count += 1
         request = SendRequest(
-            message_id=f"{org}-msg-{count:02d}",
-            org_id=org,
-            user_id=user,
-            contact_id=contact,
-            channel=channel,
-            category=category,
-            to=to,
-            from_=sender if channel is Channel.EMAIL else "+14155550000",
-            requested_at=sent_at,
-            campaign_id=f"{org}-campaign",
+            message_id=f"{org}-msg-{count:02d}", org_id=org, user_id=user, contact_id=contact, channel=channel,
+            category=category, to=to, from_=sender if channel is Channel.EMAIL else "+14155550000",
+            requested_at=sent_at, campaign_id=f"{org}-campaign",
         )
         return ScriptedSend(request, expected, story)
 
     sends = [
         send("no preference recorded", (), to="fine@example.com"),
         send("unparsable address", (R.INVALID_ADDRESS,), to="not-an-address"),
-        send(
-            "contact on the do-not-contact list",
-            (R.DO_NOT_CONTACT, R.EMAIL_OPT_OUT_ORGANIZATION),
-            to="dnc@example.com",
-            contact="contact-dnc",
-        ),
+        send("contact on the do-not-contact list", (R.DO_NOT_CONTACT, R.EMAIL_OPT_OUT_ORGANIZATION), to="dnc@example.com",
+             contact="contact-dnc"),
         send("silenced contact", (R.SILENCED,), to="silenced@example.com", contact="contact-silenced"),
         send("organization-level opt-out", (R.EMAIL_OPT_OUT_ORGANIZATION,), to="org-out@example.com"),
         send("transactional email ignores the opt-out", (), to="org-out@example.com", category=Category.TRANSACTIONAL),
@@ -128,36 +108,18 @@ def build_scenario(*, run_id: str | None = None, base_time_ms: int) -> Scenario:
         send("preference-center unsubscribe (DOMAIN scope)", (R.EMAIL_OPT_OUT_DOMAIN,), to="unsubscribed@example.com"),
         send("user-level opt-out", (R.EMAIL_OPT_OUT_USER,), to="user-out@example.com"),
         send("other users of the organization may still send", (), to="user-out@example.com", user="user-2"),
-        send(
-            "ok-to-email = false blocks even transactional",
-            (R.OK_TO_EMAIL_FALSE,),
-            to="noemail@example.com",
-            contact="contact-no-email",
-            category=Category.TRANSACTIONAL,
-        ),
+        send("ok-to-email = false blocks even transactional", (R.OK_TO_EMAIL_FALSE,), to="noemail@example.com",
+             contact="contact-no-email", category=Category.TRANSACTIONAL),
         send("SMS opted in", (), to="+14155550102", channel=Channel.SMS),
         send("SMS opted out", (R.SMS_OPT_OUT,), to="+14155550103", channel=Channel.SMS),
         send("SMS never opted in", (R.SMS_NOT_OPTED_IN,), to="+14155550199", channel=Channel.SMS),
-        send("SMS STOP applied before an earlier opt-in still holds", (R.SMS_OPT_OUT,), to="+14155550104", channel=Channel.SMS),
-        send(
-            "duplicate of a do-not-contact: transactional email allowed",
-            (),
-            to="dnc@example.com",
-            contact="contact-duplicate",
-            category=Category.TRANSACTIONAL,
-        ),
-        send(
-            "duplicate of a do-not-contact: marketing email blocked",
-            (R.EMAIL_OPT_OUT_ORGANIZATION,),
-            to="dnc@example.com",
-            contact="contact-duplicate",
-        ),
-        send(
-            "duplicate of a do-not-contact: SMS blocked",
-            (R.SMS_OPT_OUT,),
-            to="+14155550101",
-            channel=Channel.SMS,
-            contact="contact-duplicate",
-        ),
+        send("SMS STOP applied before an earlier opt-in still holds", (R.SMS_OPT_OUT,), to="+14155550104",
+             channel=Channel.SMS),
+        send("duplicate of a do-not-contact: transactional email allowed", (), to="dnc@example.com",
+             contact="contact-duplicate", category=Category.TRANSACTIONAL),
+        send("duplicate of a do-not-contact: marketing email blocked", (R.EMAIL_OPT_OUT_ORGANIZATION,),
+             to="dnc@example.com", contact="contact-duplicate"),
+        send("duplicate of a do-not-contact: SMS blocked", (R.SMS_OPT_OUT,), to="+14155550101",
+             channel=Channel.SMS, contact="contact-duplicate"),
     ]
     return Scenario(org_id=org, events=events, sends=sends)

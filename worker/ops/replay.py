@@ -73,49 +73,24 @@ _REASONS = [r.value for r in SuppressionReason]
 
 
 @click.command("replay")
-@click.option(
-    "--since", type=TimeParam(), default=None, help="Only records decided at or after this time (epoch ms or ISO-8601, UTC if no zone)."
-)
+@click.option("--since", type=TimeParam(), default=None,
+              help="Only records decided at or after this time (epoch ms or ISO-8601, UTC if no zone).")
 @click.option("--until", type=TimeParam(), default=None, help="Only records decided before this time.")
-@click.option(
-    "--reason",
-    "reasons",
-    multiple=True,
-    metavar="REASON",
-    type=click.Choice(_REASONS, case_sensitive=False),
-    help="Only records suppressed for this reason, e.g. SILENCED (matches any of their reasons; repeatable).",
-)
+@click.option("--reason", "reasons", multiple=True, metavar="REASON", type=click.Choice(_REASONS, case_sensitive=False),
+              help="Only records suppressed for this reason, e.g. SILENCED (matches any of their reasons; repeatable).")
 @click.option("--org", "orgs", multiple=True, help="Only this organization (repeatable).")
 @click.option("--campaign", "campaigns", multiple=True, help="Only this campaign (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Decide and count, produce and record nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option(
-    "--dedupe-window",
-    type=DurationParam(),
-    default=DEFAULT_WINDOW,
-    show_default=True,
-    envvar="SENDGATE_REPLAY_DEDUPE_WINDOW",
-    help="How long a released message is never released again; older records are not replayed.",
-)
-@click.option(
-    "--in-doubt-after",
-    type=DurationParam(),
-    default=DEFAULT_IN_DOUBT_AFTER,
-    show_default=True,
-    help="Age after which an unconfirmed claim of an earlier run is resolved against sends.requested.",
-)
+@click.option("--dedupe-window", type=DurationParam(), default=DEFAULT_WINDOW, show_default=True,
+              envvar="SENDGATE_REPLAY_DEDUPE_WINDOW",
+              help="How long a released message is never released again; older records are not replayed.")
+@click.option("--in-doubt-after", type=DurationParam(), default=DEFAULT_IN_DOUBT_AFTER, show_default=True,
+              help="Age after which an unconfirmed claim of an earlier run is resolved against sends.requested.")
 @click.pass_obj
 def replay_command(
-    settings: Settings,
-    since: int | None,
-    until: int | None,
-    reasons: tuple[str, ...],
-    orgs: tuple[str, ...],
-    campaigns: tuple[str, ...],
-    dry_run: bool,
-    as_json: bool,
-    dedupe_window: int,
-    in_doubt_after: int,
+    settings: Settings, since: int | None, until: int | None, reasons: tuple[str, ...], orgs: tuple[str, ...],
+    campaigns: tuple[str, ...], dry_run: bool, as_json: bool, dedupe_window: int, in_doubt_after: int,
 ) -> None:
     """Re-submit suppressed sends the current state allows, each message at most once.
 
@@ -146,14 +121,8 @@ def replay_command(
         bar = progress_bar(err_console, "replaying" if not dry_run else "replay (dry run)", disable=as_json)
         task = bar.add_task("records", total=None)
         replayer = Replayer(
-            settings=settings,
-            live=live,
-            ledger=ledger,
-            codec=_codec(settings),
-            producer=producer,
-            record_filter=record_filter,
-            window_ms=dedupe_window,
-            in_doubt_after_ms=in_doubt_after,
+            settings=settings, live=live, ledger=ledger, codec=_codec(settings), producer=producer,
+            record_filter=record_filter, window_ms=dedupe_window, in_doubt_after_ms=in_doubt_after,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
         try:

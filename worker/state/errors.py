@@ -6,9 +6,7 @@ from worker.errors import ConfigurationError, ExitCode, RetryableError
 
 
 class StateUnavailable(RetryableError):
-    """Redis cannot be reached or answered with an error."""
-
-    exit_code = ExitCode.UNREACHABLE
+    """Redis cannot be reached or answered with an error (exit 15 if it lasts, as any outage)."""
 
 
 class StateNotReady(RetryableError):
@@ -17,16 +15,18 @@ class StateNotReady(RetryableError):
     exit_code = ExitCode.STATE_FATAL
 
 
-class GenerationLost(RetryableError):
+class StateChanged(RetryableError):
+    """The store changed under an applier's commit; nothing of the commit was written."""
+
+    exit_code = ExitCode.STATE_FATAL
+
+
+class GenerationLost(StateChanged):
     """The store's generation marker vanished or changed: Redis was emptied or rebuilt."""
 
-    exit_code = ExitCode.STATE_FATAL
 
-
-class ProgressConflict(RetryableError):
+class ProgressConflict(StateChanged):
     """Stored progress differs from what this applier expected: another applier moved it."""
-
-    exit_code = ExitCode.STATE_FATAL
 
 
 class OlderLayout(StateNotReady):
