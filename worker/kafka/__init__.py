@@ -1,1 +1,1 @@
-"""Kafka clients of sendgate: admin, and the consumer/producer wrappers."""
+"""Kafka plumbing of sendgate: client configs, admin, transactions, error classification, client recovery."""
