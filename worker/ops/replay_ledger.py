@@ -4,7 +4,7 @@ One Redis key per (organization, message_id), a keyed BLAKE2b digest of both
 with the store's hash secret, under ``<key_prefix>-replay:`` (beside, not
 under, the store's keys: ``rebuild-state`` empties those, the ledger must
 survive it). Values move claim → done with compare-and-set scripts; see
-:mod:`worker.ops.replay` for how a run uses them.
+:mod:`worker.ops.replayer` for how a run uses them.
 """
 
 from __future__ import annotations
