@@ -13,9 +13,12 @@
 //! i.e. the Python reference decides that one thing.
 
 mod address;
+mod applier;
 mod avro;
 mod decide;
+mod events;
 mod facts;
+mod rules;
 mod suppressed;
 
 use std::borrow::Cow;
@@ -646,5 +649,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GateCore>()?;
     m.add_class::<PreparedBatch>()?;
     m.add_class::<Outcome>()?;
+    m.add_class::<applier::ApplierCore>()?;
+    m.add_class::<applier::PlannedEvents>()?;
+    m.add_class::<applier::AppliedEvents>()?;
     Ok(())
 }
