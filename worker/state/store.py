@@ -52,6 +52,18 @@ class PackedSnapshot:
     status: StoreStatus
 
 
+@dataclass(frozen=True, slots=True)
+class PackedWrites:
+    """Fact writes laid out by the compiled core, as the commit script takes them.
+
+    ``keys`` are the Redis hashes written; ``args`` holds, per hash in that
+    order, its number of fields and then its (field, value) pairs.
+    """
+
+    keys: list[str]
+    args: list[int | bytes]
+
+
 class GenerationLost(RetryableError):
     """The store's generation marker vanished or changed: Redis was emptied or rebuilt."""
 
@@ -71,6 +83,9 @@ class StateStore(Protocol):
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         """Read the given facts and the status at once."""
 
+    def read_packed(self, keys: list[str], fields: list[bytes], fact_count: int) -> PackedSnapshot:
+        """:meth:`read` for facts the compiled core laid out: its hash keys and their packed fields."""
+
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
         """Start a new, empty generation that becomes ready once progress reaches ``targets``."""
 
@@ -89,6 +104,16 @@ class StateStore(Protocol):
         different generation raises :class:`GenerationLost`, so a zombie or an
         emptied Redis never receives half a history.
         """
+
+    def commit_packed(
+        self,
+        *,
+        generation: str,
+        expected: Mapping[int, int],
+        progress: Mapping[int, int],
+        writes: PackedWrites,
+    ) -> StoreStatus:
+        """:meth:`commit` for writes the compiled core packed (same checks, same atomicity)."""
 
     def clear(self) -> int:
         """Delete every key of this store (facts and metadata); returns how many."""
