@@ -177,9 +177,9 @@ class AppliedEvents:
 
     keys: list[str]
     """The Redis hashes written."""
-    args: list[int | bytes]
-    """Per hash of ``keys``, in order: its number of fields, then (field, value) pairs."""
-    writes: int
+    writes: list[bytes]
+    """Per hash of ``keys``, one string: for each fact its field, its value's length (4 bytes, big-endian), its value."""
+    write_count: int
     """Facts written."""
     rejections: list[tuple[int, str, str]]
     """``(index, reason, detail)`` of rejected events; a rejected ``SMS_OPT_OUT`` may still write (SPEC §4)."""

@@ -229,7 +229,7 @@ class PreferenceApplier:
             generation=self._generation or "",
             expected={p: self._expected[p] for p in progress},
             progress=progress,
-            writes=PackedWrites(applied.keys, applied.args),
+            writes=PackedWrites(applied.keys, applied.writes),
         )
         self._expected.update(progress)
         self._after_commit(status)

@@ -81,16 +81,7 @@ class MemoryStateStore:
         progress: Mapping[int, int],
         writes: PackedWrites,
     ) -> StoreStatus:
-        cells: dict[tuple[str, bytes], str] = {}
-        args = iter(writes.args)
-        for key in writes.keys:
-            count = next(args)
-            assert isinstance(count, int)
-            for _ in range(count):
-                field, value = next(args), next(args)
-                assert isinstance(field, bytes) and isinstance(value, bytes)
-                cells[(key, field)] = value.decode()
-        return self._commit(generation, expected, progress, cells)
+        return self._commit(generation, expected, progress, writes.cells(FIELD_BYTES))
 
     def _commit(
         self, generation: str, expected: Mapping[int, int], progress: Mapping[int, int], cells: Mapping[tuple[str, bytes], str]

@@ -13,7 +13,7 @@ from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError, StateNotReady, StateUnavailable
 from worker.policy.facts import FactKey
 from worker.state import scripts
-from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing, locations
+from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing
 from worker.state.store import GenerationLost, PackedSnapshot, PackedWrites, ProgressConflict, Snapshot, StoreStatus
 from worker.state.topology import require_standalone
 
@@ -126,17 +126,10 @@ class RedisStateStore:
         progress: Mapping[int, int],
         writes: Mapping[FactKey, str],
     ) -> StoreStatus:
-        by_hash: dict[str, list[Any]] = {}
-        if writes:
-            where = locations(self._addressing.group(writes))
-            for fact, value in writes.items():
-                key, field = where[fact]
-                by_hash.setdefault(key, []).extend((field, value))
-        packed: list[Any] = []
-        for pairs in by_hash.values():
-            packed.append(len(pairs) // 2)
-            packed.extend(pairs)
-        return self._commit_script(generation, expected, progress, list(by_hash), packed)
+        facts = list(writes)
+        cells = {where: writes[fact] for fact, where in zip(facts, self._addressing.locate_all(facts))}
+        packed = PackedWrites.of(cells)
+        return self._commit_script(generation, expected, progress, packed)
 
     def commit_packed(
         self,
@@ -146,17 +139,17 @@ class RedisStateStore:
         progress: Mapping[int, int],
         writes: PackedWrites,
     ) -> StoreStatus:
-        return self._commit_script(generation, expected, progress, writes.keys, writes.args)
+        return self._commit_script(generation, expected, progress, writes)
 
     def _commit_script(
-        self, generation: str, expected: Mapping[int, int], progress: Mapping[int, int], keys: list[str], packed: list[Any]
+        self, generation: str, expected: Mapping[int, int], progress: Mapping[int, int], writes: PackedWrites
     ) -> StoreStatus:
         args: list[Any] = [generation, len(progress)]
         for partition, offset in progress.items():
             args += [partition, expected.get(partition, -1), offset]
-        args += packed
+        args += [FIELD_BYTES, *writes.writes]
         try:
-            reply = self._call(lambda: self._commit(keys=[self._addressing.meta_key, *keys], args=args))
+            reply = self._call(lambda: self._commit(keys=[self._addressing.meta_key, *writes.keys], args=args))
         except StateUnavailable as exc:
             cause = exc.__cause__
             if isinstance(cause, redis.ResponseError):

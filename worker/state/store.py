@@ -54,14 +54,37 @@ class PackedSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class PackedWrites:
-    """Fact writes laid out by the compiled core, as the commit script takes them.
+    """Fact writes laid out as the commit script takes them.
 
-    ``keys`` are the Redis hashes written; ``args`` holds, per hash in that
-    order, its number of fields and then its (field, value) pairs.
+    ``keys`` are the Redis hashes written; ``writes`` holds, per hash in that
+    order, one string: for each fact its field, its value's length (4 bytes,
+    big-endian) and its value.
     """
 
     keys: list[str]
-    args: list[int | bytes]
+    writes: list[bytes]
+
+    @classmethod
+    def of(cls, cells: Mapping[tuple[str, bytes], str]) -> PackedWrites:
+        """The writes of ``(hash key, field) -> value``, packed."""
+        by_hash: dict[str, bytearray] = {}
+        for (key, field), value in cells.items():
+            encoded = value.encode()
+            by_hash.setdefault(key, bytearray()).extend(field + len(encoded).to_bytes(4, "big") + encoded)
+        return cls(list(by_hash), [bytes(packed) for packed in by_hash.values()])
+
+    def cells(self, field_size: int) -> dict[tuple[str, bytes], str]:
+        """``(hash key, field) -> value`` of these writes (the later of a repeated field wins, as in HSET)."""
+        out: dict[tuple[str, bytes], str] = {}
+        for key, packed in zip(self.keys, self.writes, strict=True):
+            pos = 0
+            while pos < len(packed):
+                field = packed[pos : pos + field_size]
+                length = int.from_bytes(packed[pos + field_size : pos + field_size + 4], "big")
+                start = pos + field_size + 4
+                out[(key, field)] = packed[start : start + length].decode()
+                pos = start + length
+        return out
 
 
 class GenerationLost(RetryableError):

@@ -122,8 +122,8 @@ impl ApplierCore {
                 }
             }
         }
-        let (planned, kinds, layout, miskeyed) = core.without_gil(py, || core.name_facts(&pending, &message_keys));
-        Ok(PlannedEvents { core: slf.clone().unbind(), planned, kinds, layout, undecodable, miskeyed })
+        let (planned, kinds, layout, read, miskeyed) = core.without_gil(py, || core.name_facts(&pending, &message_keys));
+        Ok(PlannedEvents { core: slf.clone().unbind(), planned, kinds, layout, read, undecodable, miskeyed })
     }
 }
 
@@ -153,8 +153,9 @@ impl ApplierCore {
     /// `PreferenceBatch`'s plans, the batch's facts laid out for the read script, and the
     /// events whose Kafka key is not their normalised subject (SPEC §4).
     #[allow(clippy::type_complexity)]
-    fn name_facts(&self, pending: &[Pending<'_>], message_keys: &[Option<&[u8]>]) -> (Vec<Planned>, Vec<FactKind>, Layout, Vec<(usize, &'static str, String)>) {
+    fn name_facts(&self, pending: &[Pending<'_>], message_keys: &[Option<&[u8]>]) -> (Vec<Planned>, Vec<FactKind>, Layout, Read, Vec<(usize, &'static str, String)>) {
         let mut table = FactTable::default();
+        let mut wanted: Vec<bool> = Vec::new();
         let mut planned = Vec::with_capacity(pending.len());
         let mut miskeyed = Vec::new();
         for p in pending {
@@ -164,10 +165,18 @@ impl ApplierCore {
                     miskeyed.push((p.index, event.kind.name(), event.event_id.to_string()));
                 }
                 let org_id = event.org_id.as_ref();
+                let reads = rules::reads(event.kind);
                 let facts = plan
                     .facts
                     .iter()
-                    .map(|&(kind, subject, qualifier)| table.intern(FactKey { org_id, kind, subject, qualifier }))
+                    .map(|&(kind, subject, qualifier)| {
+                        let at = table.intern(FactKey { org_id, kind, subject, qualifier });
+                        if at == wanted.len() {
+                            wanted.push(false);
+                        }
+                        wanted[at] |= reads;
+                        at
+                    })
                     .collect();
                 Step {
                     kind: event.kind,
@@ -182,7 +191,8 @@ impl ApplierCore {
             planned.push(Planned { index: p.index, kind: event.kind, step });
         }
         let layout = lay_out(&self.addressing, &table);
-        (planned, table.facts.iter().map(|f| f.kind).collect(), layout, miskeyed)
+        let read = Read::of(&layout, &wanted);
+        (planned, table.facts.iter().map(|f| f.kind).collect(), layout, read, miskeyed)
     }
 }
 
@@ -230,6 +240,33 @@ fn owned_event(obj: &Bound<'_, PyAny>) -> PyResult<Event<'static>> {
     })
 }
 
+/// What the read script fetches: the facts whose current value some event of the batch
+/// reads. A flag (opt-outs, do-not-contact) is written whatever it held, so it is not read.
+struct Read {
+    keys: Vec<String>,
+    fields: Vec<Vec<u8>>,
+    /// Fact position (in the table) of each reply position (from 0).
+    reply_order: Vec<usize>,
+}
+
+impl Read {
+    fn of(layout: &Layout, wanted: &[bool]) -> Read {
+        let mut at_slot: HashMap<usize, usize> = HashMap::new();
+        let (mut keys, mut fields, mut members) = (Vec::new(), Vec::<Vec<u8>>::new(), Vec::<Vec<usize>>::new());
+        for (fact, (slot, field)) in layout.located.iter().enumerate().filter(|(fact, _)| wanted[*fact]) {
+            let at = *at_slot.entry(*slot).or_insert_with(|| {
+                keys.push(layout.keys[*slot].clone());
+                fields.push(Vec::new());
+                members.push(Vec::new());
+                keys.len() - 1
+            });
+            fields[at].extend_from_slice(field);
+            members[at].push(fact);
+        }
+        Read { keys, fields, reply_order: members.concat() }
+    }
+}
+
 /// A consumed batch, planned: the read script's arguments and what applying needs.
 #[pyclass(frozen, module = "worker._native")]
 pub struct PlannedEvents {
@@ -237,6 +274,7 @@ pub struct PlannedEvents {
     planned: Vec<Planned>,
     kinds: Vec<FactKind>,
     layout: Layout,
+    read: Read,
     undecodable: Vec<(usize, String, String)>,
     miskeyed: Vec<(usize, &'static str, String)>,
 }
@@ -246,19 +284,19 @@ impl PlannedEvents {
     /// The Redis hash keys to read, in the read script's order.
     #[getter]
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, &self.layout.keys)
+        PyList::new(py, &self.read.keys)
     }
 
     /// Per key, the wanted hash fields concatenated.
     #[getter]
     fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.layout.fields.iter().map(|f| PyBytes::new(py, f)))
+        PyList::new(py, self.read.fields.iter().map(|f| PyBytes::new(py, f)))
     }
 
     /// How many distinct facts the read asks for.
     #[getter]
     fn fact_count(&self) -> usize {
-        self.kinds.len()
+        self.read.reply_order.len()
     }
 
     /// How many values were decoded (the batch less its undecodable values).
@@ -311,7 +349,7 @@ impl PlannedEvents {
         }
         let applied = core.without_gil(py, || self.apply_all(values, &unusual)).map_err(value_error)?;
         let (rejections, tallies, view) = applied;
-        // The writes by Redis hash, as the commit script takes them: per hash a count and its (field, value) pairs.
+        // The writes by Redis hash, packed as the commit script takes them.
         let mut slots: Vec<usize> = Vec::new();
         let mut by_slot: HashMap<usize, Vec<usize>> = HashMap::new();
         for &fact in &view.written {
@@ -323,14 +361,17 @@ impl PlannedEvents {
             facts.push(fact);
         }
         let keys = PyList::new(py, slots.iter().map(|&s| self.layout.keys[s].as_str()))?;
-        let args = PyList::empty(py);
+        let writes = PyList::empty(py);
         for slot in &slots {
-            let facts = &by_slot[slot];
-            args.append(facts.len())?;
-            for &fact in facts {
-                args.append(PyBytes::new(py, &self.layout.located[fact].1))?;
-                args.append(PyBytes::new(py, view.values[fact].as_deref().unwrap_or_default().as_bytes()))?;
+            let mut packed = Vec::new();
+            for &fact in &by_slot[slot] {
+                let value = view.values[fact].as_deref().unwrap_or_default().as_bytes();
+                let length = u32::try_from(value.len()).map_err(|_| value_error("a fact value over 4 GiB".to_owned()))?;
+                packed.extend_from_slice(&self.layout.located[fact].1);
+                packed.extend_from_slice(&length.to_be_bytes());
+                packed.extend_from_slice(value);
             }
+            writes.append(PyBytes::new(py, &packed))?;
         }
         let tally = PyDict::new(py);
         for ((kind, result), n) in &tallies {
@@ -338,8 +379,8 @@ impl PlannedEvents {
         }
         Ok(AppliedEvents {
             keys: keys.unbind(),
-            args: args.unbind(),
-            writes: view.written.len(),
+            writes: writes.unbind(),
+            write_count: view.written.len(),
             rejections: PyList::new(py, rejections.iter().map(|(i, r, d)| (*i, r.name(), d.as_str())))?.unbind(),
             tallies: tally.unbind(),
         })
@@ -360,7 +401,7 @@ impl PlannedEvents {
             let bytes = raw.cast::<PyBytes>()?.as_bytes();
             let fact = position
                 .checked_sub(1)
-                .and_then(|p| self.layout.reply_order.get(p))
+                .and_then(|p| self.read.reply_order.get(p))
                 .ok_or_else(|| value_error(format!("read reply: position {position} is not a fact of this batch")))?;
             let text = std::str::from_utf8(bytes).map_err(|e| value_error(format!("read reply: fact value is not UTF-8: {e}")))?;
             values[*fact] = Some(text.to_owned());
@@ -395,12 +436,12 @@ pub struct AppliedEvents {
     /// The Redis hashes written, in the commit script's order.
     #[pyo3(get)]
     keys: Py<PyList>,
-    /// Per hash of `keys`: the number of fields, then (field, value) pairs.
+    /// Per hash of `keys`, one string: for each fact its field, its value's length (4 bytes, big-endian), its value.
     #[pyo3(get)]
-    args: Py<PyList>,
+    writes: Py<PyList>,
     /// How many facts are written.
     #[pyo3(get)]
-    writes: usize,
+    write_count: usize,
     /// `(index, reason, detail)` of every rejected event, in batch order.
     #[pyo3(get)]
     rejections: Py<PyList>,

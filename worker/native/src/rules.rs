@@ -193,6 +193,16 @@ pub fn plan<'a>(event: &'a Event<'a>, addresses: &'a Addresses) -> Result<Plan<'
     Ok(Plan { facts, domain, subject_key })
 }
 
+/// Whether applying an event of `kind` reads the current value of its facts. Flags
+/// (opt-outs, do-not-contact's facts) are set whatever they held: the same state as
+/// writing only the ones not yet set, without reading them.
+pub fn reads(kind: EventType) -> bool {
+    !matches!(
+        kind,
+        EventType::EmailOptOutUser | EventType::EmailOptOutOrganization | EventType::EmailOptOutDomain | EventType::ContactDoNotContact
+    )
+}
+
 /// A planned event as applying it needs it: owned, its facts as positions in the batch's table.
 #[derive(Debug, Clone)]
 pub struct Step {
