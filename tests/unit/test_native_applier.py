@@ -96,23 +96,27 @@ class RecordingFallback(ApplierFallback):
 
 @st.composite
 def event_record(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(list(T)))
-    optional = lambda values: draw(st.sampled_from(values))  # noqa: E731
-    settings_value = draw(
-        st.none() | st.builds(OrgSettings, st.sampled_from(list(UnsubscribeScope)), st.sampled_from(list(UserOptOutScope)))
-    )
+    # SMS events often, so that numbers opt in and out within a batch; the plain shapes
+    # of each field often, so that most events get past validation.
+    kind = draw(st.sampled_from(list(T) + [T.SMS_OPT_IN, T.SMS_OPT_OUT] * 3))
+
+    def optional(values: tuple[Any, ...]) -> Any:
+        return draw(st.sampled_from(values[:2] * 6 + values))
+
+    scopes = st.builds(OrgSettings, st.sampled_from(list(UnsubscribeScope)), st.sampled_from(list(UserOptOutScope)))
+    settings_value = draw(st.none() | scopes | scopes | scopes)
     return PreferenceEvent(
         event_id=draw(st.sampled_from(EVENT_IDS)),
         org_id=draw(st.sampled_from(ORGS[:3] * 4 + ORGS)),
         occurred_at=draw(st.integers(0, 300)),
-        source=draw(st.sampled_from(list(PreferenceSource))),
+        source=draw(st.sampled_from(list(PreferenceSource) + [PreferenceSource.API, PreferenceSource.IMPORT] * 2)),
         type=kind,
-        email=optional(EMAILS[:3] * 3 + EMAILS),
-        phone=optional(PHONES[:3] * 3 + PHONES),
+        email=optional(EMAILS),
+        phone=optional(PHONES),
         user_id=optional(USERS),
         domain=optional(DOMAINS),
-        contact_id=optional(CONTACTS[:2] * 3 + CONTACTS),
-        ok_to_email=draw(st.none() | st.booleans()),
+        contact_id=optional(CONTACTS),
+        ok_to_email=draw(st.none() | st.booleans() | st.booleans()),
         settings=settings_value,
     ).to_record()
 
