@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.native_reference import encode_with, make_settings, read_script, redis_layout
+from tests.unit.test_codec import _events
 from tests.unit.test_native_core import SMS_VALUES, STAMPED_VALUES, FLAG_VALUES, history, unsubscribes
 from worker.codec import AvroCodec
 from worker.codec.errors import DecodeError
@@ -338,3 +339,13 @@ def test_the_properties_reach_every_outcome() -> None:
     assert fallback.decoded == 2  # the None and the older writer's value
     assert sorted(fallback.asked) == [("domain", "Bücher.de"), ("email", "bob@bücher.de"), ("email", "not-an-address"), ("phone", "(202) 555-0101")]
     assert len(actual.miskeyed) == 7  # every event that has a subject, keyed by nothing
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_events, min_size=1, max_size=6))
+def test_core_equals_the_reference_on_any_text(events: list[PreferenceEvent]) -> None:
+    """Any Unicode in every field (blank by ``str.strip()``'s rules or not), any time: the same outcome."""
+    values: list[bytes | None] = [CODEC.encode("PreferenceEvent", e.to_record()) for e in events]
+    keys: list[bytes | None] = [e.kafka_key().encode() for e in events]
+    configured = make_settings()
+    assert_equal(core(values, keys, {}, configured), reference(values, keys, {}, configured))

@@ -125,6 +125,33 @@ impl ApplierCore {
         let (planned, kinds, layout, read, miskeyed) = core.without_gil(py, || core.name_facts(&pending, &message_keys));
         Ok(PlannedEvents { core: slf.clone().unbind(), planned, kinds, layout, read, undecodable, miskeyed })
     }
+
+    /// What the core's own reader makes of each value: the event's fields in schema order
+    /// (enums and settings as their symbols), or None where it leaves the value to fastavro.
+    /// For the tests that hold the reader to fastavro; the applier does not call it.
+    fn read<'py>(&self, py: Python<'py>, values: Vec<Option<Vec<u8>>>) -> PyResult<Bound<'py, PyList>> {
+        let rows = values.iter().map(|value| -> PyResult<Bound<'py, PyAny>> {
+            let event = value.as_deref().filter(|v| avro::schema_id(v) == Some(self.event_schema_id)).and_then(|v| read_event(&v[avro::HEADER_SIZE..]));
+            let Some(e) = event else {
+                return Ok(py.None().into_bound(py));
+            };
+            let settings = e.settings.map(|s| {
+                let unsubscribe = match s.unsubscribe_scope {
+                    UnsubscribeScope::Domain => "DOMAIN",
+                    UnsubscribeScope::Organization => "ORGANIZATION",
+                };
+                let user = match s.user_opt_out_scope {
+                    UserOptOutScope::User => "USER",
+                    UserOptOutScope::Organization => "ORGANIZATION",
+                };
+                (unsubscribe, user)
+            });
+            let head = (e.event_id.as_ref(), e.org_id.as_ref(), e.occurred_at, e.source.name(), e.kind.name());
+            let tail = (e.email.as_deref(), e.phone.as_deref(), e.user_id.as_deref(), e.domain.as_deref(), e.contact_id.as_deref(), e.ok_to_email, settings);
+            Ok((head, tail).into_pyobject(py)?.into_any())
+        });
+        PyList::new(py, rows.collect::<PyResult<Vec<_>>>()?)
+    }
 }
 
 impl ApplierCore {
