@@ -254,10 +254,10 @@ class PreferenceApplier:
             if error is not None:
                 self._raise_kafka_error(error)
                 continue
-            partition = message.partition()
+            partition, offset = partition_offset(message)
             if partition not in expected:
                 continue  # revoked while the batch was in flight: its new owner applies it
-            progress[partition] = message.offset() + 1
+            progress[partition] = offset + 1
             batch.append(message)
         return batch, progress
 
