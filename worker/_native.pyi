@@ -1,9 +1,11 @@
-"""The gate's compiled per-record core (Rust, ``worker/native``), built by maturin.
+"""The gate's and the applier's compiled per-record core (Rust, ``worker/native``), built by maturin.
 
 One call per consumed batch each way: :meth:`GateCore.prepare` takes the
 values of a ``consume()`` batch and returns the read script's arguments;
 :meth:`PreparedBatch.decide` takes the script's reply and returns where every
-record goes. The core is pure (no I/O, clock or environment) and releases the
+record goes. The applier's :meth:`ApplierCore.plan` and
+:meth:`PlannedEvents.apply` do the same for preference events, returning the
+fact writes packed for the commit script. The core is pure (no I/O, clock or environment) and releases the
 GIL while it works. What it cannot answer exactly like the Python reference it
 asks ``fallback`` (see :class:`Fallback`), record by record.
 """

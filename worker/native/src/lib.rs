@@ -11,6 +11,9 @@
 //! writer schema or an unusual encoding, an address email-validator or phonenumbers must
 //! judge, an integer written oddly inside a stored fact) it asks the `fallback` object,
 //! i.e. the Python reference decides that one thing.
+//!
+//! The preference applier's counterpart is [`applier::ApplierCore`]: plan a batch of
+//! `PreferenceEvent` values, then apply the rules on the state read (`rules`, `events`).
 
 mod address;
 mod applier;
