@@ -1,16 +1,18 @@
-"""The gate's compiled per-record core (Rust, ``worker/native``), built by maturin.
+"""The gate's and the applier's compiled per-record core (Rust, ``worker/native``), built by maturin.
 
 One call per consumed batch each way: :meth:`GateCore.prepare` takes the
 values of a ``consume()`` batch and returns the read script's arguments;
 :meth:`PreparedBatch.decide` takes the script's reply and returns where every
-record goes. The core is pure (no I/O, clock or environment) and releases the
+record goes. The applier's :meth:`ApplierCore.plan` and
+:meth:`PlannedEvents.apply` do the same for preference events, returning the
+fact writes packed for the commit script. The core is pure (no I/O, clock or environment) and releases the
 GIL while it works. What it cannot answer exactly like the Python reference it
 asks ``fallback`` (see :class:`Fallback`), record by record.
 """
 
 from typing import Any, Protocol
 
-from worker.models import SendHead
+from worker.models import PreferenceEvent, SendHead
 
 __version__: str
 FIELD_BYTES: int
@@ -113,3 +115,75 @@ class Outcome:
         """Each decided record's latency in seconds, in the order decided."""
     def verdicts(self) -> list[tuple[int, list[str], dict[str, str], list[str]]]:
         """Per decided record ``(index, reasons, details, bypassed)``; for tests and tools."""
+
+class ApplierFallback(Fallback, Protocol):
+    """What the applier's core asks the Python reference besides :class:`Fallback`."""
+
+    def decode_event(self, value: Any) -> PreferenceEvent | tuple[str, str]:
+        """The event of a value the core would not read, or ``(error_class, detail)`` when it is undecodable."""
+
+    def normalize_domain(self, raw: str) -> str | None:
+        """``normalize_domain``'s answer for a sender domain the core is not sure of."""
+
+class ApplierCore:
+    """The applier's per-event core; built once from settings, the hash secret and layout must be the store's."""
+
+    def __init__(
+        self,
+        *,
+        hash_secret: str,
+        key_prefix: str,
+        buckets_per_org: int,
+        event_schema_id: int,
+        fallback: ApplierFallback,
+        release_gil: bool = True,
+    ) -> None: ...
+    def plan(self, values: list[bytes | None], keys: list[bytes | None]) -> PlannedEvents:
+        """Decode and validate each value, normalise its addresses, name its facts and lay out the read.
+
+        ``keys`` are the messages' Kafka keys, for the miskeyed count. Raises what ``fallback`` raises.
+        """
+
+class PlannedEvents:
+    """A consumed batch of preference events ready for its state read."""
+
+    @property
+    def keys(self) -> list[str]:
+        """Redis hash keys to read (without the meta key), in the read script's order."""
+    @property
+    def fields(self) -> list[bytes]:
+        """Per key, its wanted fields concatenated (``FIELD_BYTES`` each)."""
+    @property
+    def fact_count(self) -> int:
+        """Distinct facts the read asks for; the script must answer for exactly these."""
+    @property
+    def size(self) -> int:
+        """Events decoded (the batch less its undecodable values)."""
+    @property
+    def undecodable(self) -> list[tuple[int, str, str]]:
+        """``(index, error_class, detail)`` of values that cannot be decoded (``UNDECODABLE``)."""
+    @property
+    def miskeyed(self) -> list[tuple[int, str, str]]:
+        """``(index, type, event_id)`` of valid events whose Kafka key is not their normalised subject."""
+    def describe(self) -> list[tuple[int, list[tuple[str, bytes]]]]:
+        """Per decoded event ``(index, [(key, field), ...])``, its facts in plan order; for tests and tools."""
+    def apply(self, found: list[Any]) -> AppliedEvents:
+        """Apply the events in batch order, each seeing the writes of the ones before it.
+
+        ``found`` is the read script's reply after its first two items. Raises
+        ``ValueError`` on a reply or stored value the applier never writes.
+        """
+
+class AppliedEvents:
+    """An applied batch: the fact writes packed for the commit script, the rejections, the tallies."""
+
+    keys: list[str]
+    """The Redis hashes written."""
+    writes: list[bytes]
+    """Per hash of ``keys``, one string: for each fact its field, its value's length (4 bytes, big-endian), its value."""
+    write_count: int
+    """Facts written."""
+    rejections: list[tuple[int, str, str]]
+    """``(index, reason, detail)`` of rejected events; a rejected ``SMS_OPT_OUT`` may still write (SPEC §4)."""
+    tallies: dict[tuple[str, str], int]
+    """``(type, "applied" | "rejected") -> count`` over the decoded events."""

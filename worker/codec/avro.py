@@ -11,7 +11,7 @@ import io
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
@@ -26,7 +26,6 @@ from worker.codec.errors import (
     UnknownRecordName,
     UnknownSchemaId,
 )
-from worker.codec.preference_event import read_preference_event
 from worker.codec.registry import RegistrySchemaSource, SchemaSource
 from worker.codec.schemas import RECORD_NAMES, LoadedSchema, load_schemas, parse, record_name
 from worker.config import Settings
@@ -91,9 +90,6 @@ class AvroCodec:
         # (writer id, record name) -> (writer schema, reader schema or None when identical)
         self._plans: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self._unknown_ids: set[int] = set()
-        # Events written with our own PreferenceEvent schema take the fast reader (the applier's rebuild).
-        self._event_id = self._ids["PreferenceEvent"]
-        self._event_writer = self._writers[self._event_id]
 
     @classmethod
     def from_settings(cls, settings: Settings, *, source: SchemaSource | None = None) -> AvroCodec:
@@ -221,24 +217,11 @@ class AvroCodec:
         return self.encode("SuppressedSend", {"request": self.decode("SendRequest", request_value), **decision})
 
     def decode_preference_event(self, value: bytes | bytearray | memoryview | None) -> PreferenceEvent:
-        """``PreferenceEvent.from_record(decode("PreferenceEvent", value))``, faster for our own writer schema.
+        """The event of a wire-format value: the reference the applier's compiled core is held to.
 
-        Accepts and rejects exactly what that does (the same ``DecodeError``
-        subclasses, and ``from_record``'s errors for resolved older writers).
+        Raises ``DecodeError`` subclasses, and ``from_record``'s errors for resolved older writers.
         """
-        if self._written_as_ours(value, self._event_id, self._event_writer):
-            event = read_preference_event(value)
-            if event is not None:
-                return event
         return PreferenceEvent.from_record(self.decode("PreferenceEvent", value))
-
-    def _written_as_ours(self, value: bytes | bytearray | memoryview | None, own_id: int, own_writer: _Writer) -> TypeGuard[bytes]:
-        """Whether ``value`` (header checked: ``DecodeError`` if bad) is bytes under our own writer schema ``own_id``.
-
-        Only those take the fast path; everything else goes through fastavro.
-        """
-        schema_id = wire.split(value)
-        return type(value) is bytes and schema_id == own_id and self._writers.get(schema_id) is own_writer
 
     def _plan(self, schema_id: int, name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Find the writer schema of ``schema_id`` and pair it with our reader (cached)."""

@@ -1,4 +1,4 @@
-"""The preference applier's run loop: consume → decode → read facts → apply → reject → commit.
+"""The preference applier's run loop: consume → plan → read → apply → reject → commit → tally.
 
 Progress lives in the state store, committed atomically with the facts it
 covers; Kafka consumer-group offsets are only written for lag dashboards.
@@ -6,7 +6,6 @@ covers; Kafka consumer-group offsets are only written for lag dashboards.
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from collections.abc import Callable
@@ -14,8 +13,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from worker._native import AppliedEvents, PlannedEvents
 from worker.codec import AvroCodec
-from worker.codec.errors import DecodeError
 from worker.config import Settings
 from worker.errors import RetryableError
 from worker.health import Health
@@ -24,12 +23,12 @@ from worker.kafka.messages import partition_offset
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.kafka.recovery import ConsumerFatal, RecoveryBudget, close_in_background
 from worker.metrics import Metrics
-from worker.models import PreferenceEvent, RejectionReason
-from worker.policy.events import PreferenceBatch, PreferenceRules
+from worker.models import RejectionReason
+from worker.preferences.core import build_applier_core
 from worker.preferences.rejections import Rejection, RejectionWriter
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
 from worker.state.errors import GenerationLost, OlderLayout, ProgressConflict, StateUnavailable
-from worker.state.store import StateStore, StoreStatus
+from worker.state.store import PackedWrites, StateStore, StoreStatus
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class PreferenceApplier:
         self._metrics = metrics
         self._stop = stop
         self._health = health
-        self._rules = PreferenceRules(default_phone_region=settings.state.default_phone_region)
+        self._core = build_applier_core(settings, codec)
         self._backoff = Backoff(settings.gate.backoff_initial_seconds, settings.gate.backoff_max_seconds)
         self.progress = ApplierProgress()
         self._generation: str | None = None
@@ -217,73 +216,82 @@ class PreferenceApplier:
 
     def _apply_batch(self, consumer: Consumer, messages: list[Message]) -> None:
         started = time.perf_counter()
-        decoded: list[tuple[Message, PreferenceEvent]] = []
-        undecodable: list[Rejection] = []
+        batch, progress = self._take(messages)
+        if not progress:
+            return
+        planned = self._core.plan([m.value() for m in batch], [m.key() for m in batch])
+        snapshot = self._store.read_packed(planned.keys, planned.fields, planned.fact_count)
+        if snapshot.status.generation != self._generation:
+            raise GenerationLost("the store's generation changed while applying a batch")
+        applied = planned.apply(snapshot.found)
+        rejections = self._rejections_of(batch, planned, applied)
+        self._rejections.write(self._not_yet_published(consumer, rejections))
+        status = self._store.commit_packed(
+            generation=self._generation or "",
+            expected={p: self._expected[p] for p in progress},
+            progress=progress,
+            writes=PackedWrites(applied.keys, applied.writes),
+        )
+        self._expected.update(progress)
+        self._after_commit(status)
+        self._commit_group_offsets(consumer, progress)
+        self._count_miskeyed(batch, planned)  # once applied: a batch applied again counts again otherwise
+        for (kind, result), n in applied.tallies.items():
+            self._metrics.preference_events.labels(type=kind, result=result).inc(n)
+        if planned.undecodable:
+            self._metrics.preference_events.labels(type="UNDECODABLE", result="rejected").inc(len(planned.undecodable))
+        self.progress.events_applied += planned.size - len(applied.rejections)
+        self.progress.events_rejected += len(rejections)
+        self.progress.batches += 1
+        self._metrics.preference_batch_seconds.observe(time.perf_counter() - started)
+
+    def _take(self, messages: list[Message]) -> tuple[list[Message], dict[int, int]]:
+        """The messages this applier applies (its partitions' events) and the progress they make."""
+        batch: list[Message] = []
         progress: dict[int, int] = {}
+        expected = self._expected
         for message in messages:
             error = message.error()
             if error is not None:
                 self._raise_kafka_error(error)
                 continue
             partition, offset = partition_offset(message)
-            if partition not in self._expected:
+            if partition not in expected:
                 continue  # revoked while the batch was in flight: its new owner applies it
             progress[partition] = offset + 1
-            try:
-                decoded.append((message, self._codec.decode_preference_event(message.value())))
-            except (DecodeError, KeyError, ValueError, TypeError) as exc:
-                undecodable.append(
-                    Rejection(key=message.key(), reason=RejectionReason.UNDECODABLE, detail=_describe(exc), raw=message.value(), at=partition_offset(message))
-                )
-                logger.warning(
-                    "undecodable preference event rejected",
-                    extra={"at": f"{self._topic}[{partition}]@{message.offset()}", "error": type(exc).__name__},
-                )
-        if not progress:
-            return
-        batch = PreferenceBatch(self._rules, [event for _, event in decoded])  # each event validated once
-        snapshot = self._store.read(batch.keys)
-        if snapshot.status.generation != self._generation:
-            raise GenerationLost("the store's generation changed while applying a batch")
-        outcome = batch.apply(snapshot.facts)
-        rejections = undecodable + [
-            Rejection(key=decoded[i][0].key(), reason=reason, detail=detail, event=decoded[i][1], at=partition_offset(decoded[i][0]))
-            for i, reason, detail in outcome.rejections
-        ]
-        self._rejections.write(self._not_yet_published(consumer, rejections))
-        status = self._store.commit(
-            generation=self._generation or "",
-            expected={p: self._expected[p] for p in progress},
-            progress=progress,
-            writes=outcome.writes,
-        )
-        self._expected.update(progress)
-        self._after_commit(status)
-        self._commit_group_offsets(consumer, progress)
-        self._count_miskeyed(decoded, batch.subject_keys())  # once applied: a batch applied again counts again otherwise
-        by_type: collections.Counter[tuple[str, str]] = collections.Counter()
-        rejected = {i for i, _, _ in outcome.rejections}
-        for i, (_, event) in enumerate(decoded):
-            by_type[(event.type.value, "rejected" if i in rejected else "applied")] += 1
-        for (kind, result), n in by_type.items():
-            self._metrics.preference_events.labels(type=kind, result=result).inc(n)
-        if undecodable:
-            self._metrics.preference_events.labels(type="UNDECODABLE", result="rejected").inc(len(undecodable))
-        self.progress.events_applied += len(decoded) - len(rejected)
-        self.progress.events_rejected += len(rejections)
-        self.progress.batches += 1
-        self._metrics.preference_batch_seconds.observe(time.perf_counter() - started)
+            batch.append(message)
+        return batch, progress
 
-    def _count_miskeyed(self, decoded: list[tuple[Message, PreferenceEvent]], subject_keys: list[str | None]) -> None:
+    def _rejections_of(self, batch: list[Message], planned: PlannedEvents, applied: AppliedEvents) -> list[Rejection]:
+        """The batch's rejections, undecodable values first, each with its message's key and position."""
+        rejections: list[Rejection] = []
+        for index, error_class, detail in planned.undecodable:
+            message = batch[index]
+            rejections.append(
+                Rejection(key=message.key(), reason=RejectionReason.UNDECODABLE, detail=detail, raw=message.value(), at=partition_offset(message))
+            )
+            logger.warning(
+                "undecodable preference event rejected",
+                extra={"at": f"{self._topic}[{message.partition()}]@{message.offset()}", "error": error_class},
+            )
+        for index, reason, detail in applied.rejections:
+            message = batch[index]
+            # The core decoded it, so the codec does too (its reader accepts a superset).
+            event = self._codec.decode_preference_event(message.value())
+            rejections.append(
+                Rejection(key=message.key(), reason=RejectionReason(reason), detail=detail, event=event, at=partition_offset(message))
+            )
+        return rejections
+
+    def _count_miskeyed(self, batch: list[Message], planned: PlannedEvents) -> None:
         """SPEC §4: an event keyed other than by its normalised subject is applied all the same, and counted."""
-        for (message, event), expected in zip(decoded, subject_keys, strict=True):
-            if expected is None or message.key() == expected.encode():
-                continue
-            self._metrics.preference_events_miskeyed.labels(type=event.type.value).inc()
+        for index, kind, event_id in planned.miskeyed:
+            message = batch[index]
+            self._metrics.preference_events_miskeyed.labels(type=kind).inc()
             # Neither key goes into the log: both hold the subject's address.
             logger.warning(
                 "preference event not keyed by its normalised subject",
-                extra={"at": f"{self._topic}[{message.partition()}]@{message.offset()}", "type": event.type.value, "event_id": event.event_id},
+                extra={"at": f"{self._topic}[{message.partition()}]@{message.offset()}", "type": kind, "event_id": event_id},
             )
 
     def _not_yet_published(self, consumer: Consumer, rejections: list[Rejection]) -> list[Rejection]:
@@ -385,6 +393,3 @@ class PreferenceApplier:
             raise _Resync(str(cause)) from cause
         logger.warning("applier consumer error", extra={"error": str(error)})
 
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"

@@ -14,9 +14,9 @@ from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
 from worker.policy.facts import FactKey
 from worker.state import scripts
-from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing, locations
+from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing
 from worker.state.errors import GenerationLost, IncompatibleLayout, OlderLayout, ProgressConflict, StateUnavailable
-from worker.state.store import PackedSnapshot, Snapshot, StoreStatus
+from worker.state.store import PackedSnapshot, PackedWrites, Snapshot, StoreStatus
 from worker.state.topology import require_standalone
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,6 @@ class RedisStateStore:
         self._read = client.register_script(scripts.READ)
         self._commit = client.register_script(scripts.COMMIT)
         self._begin = client.register_script(scripts.BEGIN_GENERATION)
-        # The fact groups of the latest read. The applier commits a subset of
-        # what it just read, so commit takes their (key, field) from here instead
-        # of hashing the subjects again. Locations never change, so an entry
-        # from another caller's read is still right.
-        self._last_read: dict[str, tuple[list[FactKey], list[bytes]]] = {}
 
     @classmethod
     def from_settings(cls, redis_settings: RedisSettings, state_settings: StateSettings) -> RedisStateStore:
@@ -75,7 +70,6 @@ class RedisStateStore:
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         facts: dict[FactKey, str | None] = dict.fromkeys(keys)
         groups = self._addressing.group(facts)
-        self._last_read = groups
         reply = self._call(
             lambda: self._read(
                 keys=[self._addressing.meta_key, *groups],
@@ -122,22 +116,30 @@ class RedisStateStore:
         progress: Mapping[int, int],
         writes: Mapping[FactKey, str],
     ) -> StoreStatus:
+        facts = list(writes)
+        cells = {where: writes[fact] for fact, where in zip(facts, self._addressing.locate_all(facts), strict=True)}
+        packed = PackedWrites.of(cells)
+        return self._commit_script(generation, expected, progress, packed)
+
+    def commit_packed(
+        self,
+        *,
+        generation: str,
+        expected: Mapping[int, int],
+        progress: Mapping[int, int],
+        writes: PackedWrites,
+    ) -> StoreStatus:
+        return self._commit_script(generation, expected, progress, writes)
+
+    def _commit_script(
+        self, generation: str, expected: Mapping[int, int], progress: Mapping[int, int], writes: PackedWrites
+    ) -> StoreStatus:
         args: list[Any] = [generation, len(progress)]
         for partition, offset in progress.items():
             args += [partition, expected.get(partition, -1), offset]
-        by_hash: dict[str, list[Any]] = {}
-        if writes:
-            read = locations(self._last_read)
-            read.update(locations(self._addressing.group(fact for fact in writes if fact not in read)))
-            for fact, value in writes.items():
-                key, field = read[fact]
-                by_hash.setdefault(key, []).extend((field, value))
-        for pairs in by_hash.values():
-            args.append(len(pairs) // 2)
-            args.extend(pairs)
-        keys = [self._addressing.meta_key, *by_hash]
+        args += [FIELD_BYTES, *writes.writes]
         try:
-            reply = self._call(lambda: self._commit(keys=keys, args=args))
+            reply = self._call(lambda: self._commit(keys=[self._addressing.meta_key, *writes.keys], args=args))
         except StateUnavailable as exc:
             cause = exc.__cause__
             if isinstance(cause, redis.ResponseError):

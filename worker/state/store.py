@@ -52,6 +52,42 @@ class PackedSnapshot:
     status: StoreStatus
 
 
+@dataclass(frozen=True, slots=True)
+class PackedWrites:
+    """Fact writes laid out as the commit script takes them.
+
+    ``keys`` are the Redis hashes written; ``writes`` holds, per hash in that
+    order, one string: for each fact its field, its value's length (4 bytes,
+    big-endian) and its value.
+    """
+
+    keys: list[str]
+    writes: list[bytes]
+
+    @classmethod
+    def of(cls, cells: Mapping[tuple[str, bytes], str]) -> PackedWrites:
+        """The writes of ``(hash key, field) -> value``, packed."""
+        by_hash: dict[str, bytearray] = {}
+        for (key, hash_field), value in cells.items():
+            encoded = value.encode()
+            by_hash.setdefault(key, bytearray()).extend(hash_field + len(encoded).to_bytes(4, "big") + encoded)
+        return cls(list(by_hash), [bytes(packed) for packed in by_hash.values()])
+
+    def cells(self, field_size: int) -> dict[tuple[str, bytes], str]:
+        """``(hash key, field) -> value`` of these writes (the later of a repeated field wins, as in HSET)."""
+        out: dict[tuple[str, bytes], str] = {}
+        for key, packed in zip(self.keys, self.writes, strict=True):
+            pos = 0
+            while pos < len(packed):
+                field = packed[pos : pos + field_size]
+                length = int.from_bytes(packed[pos + field_size : pos + field_size + 4], "big")
+                start = pos + field_size + 4
+                out[(key, field)] = packed[start : start + length].decode()
+                pos = start + length
+        return out
+
+
+
 class StateStore(Protocol):
     """The operations the workers need; all reads of one batch are one round trip."""
 
@@ -62,6 +98,9 @@ class StateStore(Protocol):
 
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         """Read the given facts and the status at once."""
+
+    def read_packed(self, keys: list[str], fields: list[bytes], fact_count: int) -> PackedSnapshot:
+        """:meth:`read` for facts the compiled core laid out: its hash keys and their packed fields."""
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
         """Start a new, empty generation that becomes ready once progress reaches ``targets``."""
@@ -81,6 +120,16 @@ class StateStore(Protocol):
         different generation raises :class:`GenerationLost`, so a zombie or an
         emptied Redis never receives half a history.
         """
+
+    def commit_packed(
+        self,
+        *,
+        generation: str,
+        expected: Mapping[int, int],
+        progress: Mapping[int, int],
+        writes: PackedWrites,
+    ) -> StoreStatus:
+        """:meth:`commit` for writes the compiled core packed (same checks, same atomicity)."""
 
     def clear(self) -> int:
         """Delete every key of this store (facts and metadata); returns how many."""

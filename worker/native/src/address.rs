@@ -98,6 +98,21 @@ pub fn phone(raw: &str) -> Normalised {
     }
 }
 
+/// `normalize_domain`: a sender domain as events give it, read as the domain of `postmaster@<domain>`.
+pub fn domain(raw: &str) -> Normalised {
+    if !raw.is_ascii() {
+        return Normalised::Unsure;
+    }
+    let text = strip_ascii(raw);
+    if text.is_empty() || text.contains('@') {
+        return Normalised::Invalid;
+    }
+    match email(&format!("postmaster@{text}")) {
+        Normalised::Valid(address) => Normalised::Valid(email_domain(&address).to_owned()),
+        other => other,
+    }
+}
+
 /// The domain part of a normalised address (`str.rpartition("@")[2]`).
 pub fn email_domain(normalised: &str) -> &str {
     normalised.rsplit_once('@').map_or(normalised, |(_, domain)| domain)
@@ -133,6 +148,14 @@ mod tests {
         assert_eq!(phone("+442071234567"), Normalised::Unsure);
         assert_eq!(phone("(555) 123-4567"), Normalised::Unsure);
         assert_eq!(phone(""), Normalised::Invalid);
+    }
+
+    #[test]
+    fn sender_domains_read_as_addresses() {
+        assert_eq!(domain(" Lender.Example "), valid("lender.example"));
+        assert_eq!(domain("a@b.com"), Normalised::Invalid);
+        assert_eq!(domain(" "), Normalised::Invalid);
+        assert_eq!(domain("b--c.com"), Normalised::Unsure);
     }
 
     #[test]

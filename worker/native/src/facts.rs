@@ -328,6 +328,11 @@ impl SettingsHistory {
         Ok(SettingsHistory { changes })
     }
 
+    /// The changes in order, for the applier to add one and write them back.
+    pub fn into_changes(self) -> Vec<(i64, String, OrgSettings)> {
+        self.changes
+    }
+
     pub fn current(&self) -> OrgSettings {
         self.changes.last().map_or(DEFAULT_SETTINGS, |c| c.2)
     }

@@ -11,11 +11,17 @@
 //! writer schema or an unusual encoding, an address email-validator or phonenumbers must
 //! judge, an integer written oddly inside a stored fact) it asks the `fallback` object,
 //! i.e. the Python reference decides that one thing.
+//!
+//! The preference applier's counterpart is [`applier::ApplierCore`]: plan a batch of
+//! `PreferenceEvent` values, then apply the rules on the state read (`rules`, `events`).
 
 mod address;
+mod applier;
 mod avro;
 mod decide;
+mod events;
 mod facts;
+mod rules;
 mod suppressed;
 
 use std::borrow::Cow;
@@ -646,5 +652,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GateCore>()?;
     m.add_class::<PreparedBatch>()?;
     m.add_class::<Outcome>()?;
+    m.add_class::<applier::ApplierCore>()?;
+    m.add_class::<applier::PlannedEvents>()?;
+    m.add_class::<applier::AppliedEvents>()?;
     Ok(())
 }
