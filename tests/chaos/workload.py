@@ -44,6 +44,7 @@ class SentRecord:
     request: SendRequest | None
     produced_at: float  # time.monotonic() just before produce()
     partition: int = -1
+    acked_at: float | None = None  # time.monotonic() when the broker's acknowledgement was served
     offset: int = -1
     label: str = ""  # what the hostile tests call it
 
@@ -98,6 +99,10 @@ def _producer(settings: Settings) -> Producer:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
+            # Upstream that reconnects within a second of a broker restart (the
+            # default backoff grows to 10 s), so the records behind a restart
+            # arrive as the broker is back, as they would from a tuned client.
+            "reconnect.backoff.max.ms": 1000,
             "message.max.bytes": 1_000_000,
             "queue.buffering.max.messages": 1_000_000,
         }
@@ -134,6 +139,7 @@ class SendProducer:
             if error is not None:
                 self._ledger.errors.append(f"{message_id}: {error}")
                 return
+            record.acked_at = time.monotonic()
             record.partition = message.partition()
             record.offset = message.offset()
 

@@ -22,6 +22,7 @@ import pytest
 from tests.chaos import report
 from tests.chaos.faults import Measured, run_broker_faults
 from tests.chaos.instances import kraft_cluster, shared_private_stack
+from tests.chaos.resume import summary
 from tests.chaos.run import chaos_run, with_services
 
 # An availability bound, not a speed test: from "the broker answers again" to
@@ -39,10 +40,13 @@ def fill_row(row: report.Row, verdict, measured: Measured, faults: int) -> None:
     row.fill(
         [verdict],
         exits=len(measured.worker_exits),
-        pause=f"longest pause {max(measured.pauses):.1f} s after the broker was back",
+        pause=f"pause after the broker was back: {summary(measured.pauses)}",
         note=f"{measured.effective_faults}/{faults} restarts with records in flight; "
         + "; ".join(measured.notes[-3:] if len(measured.notes) > 6 else measured.notes)
-        + f"; pauses {[round(p, 1) for p in measured.pauses]}",
+        + f"; every partition resumed after {[round(p, 1) for p in measured.pauses]} s"
+        + f"; first decision after {[round(r.first, 1) for r in measured.resumes]} s"
+        + f"; slowest partition {[r.slowest_partition for r in measured.resumes]}"
+        + f"; offsets monitor saw {[round(p, 1) for p in measured.monitor_pauses]} s",
     )
     print(f"\n{report.render([row])}")  # shown with -s (make chaos prints every row at the end)
 
