@@ -137,7 +137,8 @@ class Gate:
     def run(self, *, max_messages: int | None = None, idle_exit_seconds: float | None = None) -> GateProgress:
         """Run until stopped (or bounded by ``max_messages`` / ``idle_exit_seconds`` for tests and bench)."""
         tune_garbage_collector()
-        call_kafka(lambda: self._producer.init_transactions(30), what="init_transactions", metrics=self._metrics, timeout=30)
+        producer = self._producer  # bound now: see _commit
+        call_kafka(lambda: producer.init_transactions(30), what="init_transactions", metrics=self._metrics, timeout=30)
         self._subscribe()
         last_message_at = time.monotonic()
         try:
@@ -420,17 +421,23 @@ class Gate:
     def _commit(self) -> None:
         started = time.perf_counter()
         offsets = [TopicPartition(self._topics.requested, p, o) for p, o in self._next_offsets.items()]
+        # Bound now, not when the call runs: a call abandoned by the watchdog goes on
+        # retrying in its thread, and must only ever touch the producer it was made on
+        # (dead and fenced by then). Through self._producer it reached the rebuilt one:
+        # "Conflicting init_transactions API call", and a stray commit_transaction
+        # could end the new producer's transaction with its input offsets not yet in it.
+        producer = self._producer
         try:
             if offsets:
                 group = self._consumer.consumer_group_metadata()
                 call_kafka(
-                    lambda: self._producer.send_offsets_to_transaction(offsets, group, SEND_OFFSETS_TIMEOUT_SECONDS),
+                    lambda: producer.send_offsets_to_transaction(offsets, group, SEND_OFFSETS_TIMEOUT_SECONDS),
                     what="send_offsets_to_transaction",
                     metrics=self._metrics,
                     timeout=SEND_OFFSETS_TIMEOUT_SECONDS,
                 )
             call_kafka(
-                lambda: self._producer.commit_transaction(COMMIT_TIMEOUT_SECONDS),
+                lambda: producer.commit_transaction(COMMIT_TIMEOUT_SECONDS),
                 what="commit_transaction",
                 metrics=self._metrics,
                 timeout=COMMIT_TIMEOUT_SECONDS,
@@ -446,15 +453,21 @@ class Gate:
 
     def _abort(self) -> None:
         if self._in_transaction:
+            producer = self._producer  # bound now: see _commit
             try:
-                call_kafka(self._abort_or_replace, what="abort_transaction", metrics=self._metrics, timeout=ABORT_TIMEOUT_SECONDS)
+                call_kafka(
+                    lambda: self._abort_or_replace(producer),
+                    what="abort_transaction",
+                    metrics=self._metrics,
+                    timeout=ABORT_TIMEOUT_SECONDS,
+                )
             finally:
                 self._in_transaction = False
             self.progress.aborted_transactions += 1
             self._metrics.transactions.labels(result="aborted").inc()
         self._next_offsets.clear()
 
-    def _abort_or_replace(self) -> None:
+    def _abort_or_replace(self, producer: Producer) -> None:
         """abort_transaction, or ProducerFatal when it cannot finish in time.
 
         An abort first waits for every outstanding produce request; with the
@@ -464,7 +477,7 @@ class Gate:
         on the coordinator as soon as it answers.
         """
         try:
-            self._producer.abort_transaction(ABORT_TIMEOUT_SECONDS)
+            producer.abort_transaction(ABORT_TIMEOUT_SECONDS)
         except KafkaException as exc:
             error = exc.args[0]
             if isinstance(error, KafkaError) and error.code() == KafkaError._TIMED_OUT:
