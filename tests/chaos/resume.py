@@ -12,6 +12,7 @@ often a monitor samples, nor on how fast the monitor's own clients reconnect.
 
 from __future__ import annotations
 
+import socket
 import statistics
 import threading
 import time
@@ -30,11 +31,13 @@ PROBE_INTERVAL_SECONDS = 0.05
 
 
 class BrokerAnswers:
-    """Watches a broker being restarted: when it stopped answering, and when it answered again.
+    """Watches a broker being restarted: when it went away, and when it answered again.
 
-    Each probe is a new client (no reconnect backoff carried over from the
-    last refusal) asking for metadata; "answers" means a reply naming at least
-    one broker, as ``deploy/local/stack`` waits for.
+    "Away" is its port refusing connections: a metadata request that merely
+    times out on a busy box does not prove the broker stopped (taking one for
+    it once put "back" before the restart had begun). "Answered" is a new
+    client (no reconnect backoff carried over) getting metadata that names a
+    broker, as ``deploy/local/stack`` waits for, once the port was seen refusing.
     """
 
     def __init__(self, bootstrap: str) -> None:
@@ -59,14 +62,23 @@ class BrokerAnswers:
         except KafkaException:
             return False
 
+    def _refused(self) -> bool:
+        host, _, port = self._bootstrap.split(",")[0].rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_SECONDS):
+                return False
+        except ConnectionRefusedError:
+            return True
+        except OSError:  # a timeout proves nothing either way
+            return False
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            answered = self._answers()
-            now = time.time()
-            if not answered and self.down_at is None:
-                self.down_at = now
-            elif answered and self.down_at is not None and self.back_at is None:
-                self.back_at = now
+        while not self._stop.is_set() and self.back_at is None:
+            if self.down_at is None:
+                if self._refused():
+                    self.down_at = time.time()
+            elif self._answers():
+                self.back_at = time.time()
             self._stop.wait(PROBE_INTERVAL_SECONDS)
 
 

@@ -29,7 +29,7 @@ from worker.errors import DeadLetterBurst, RetryableError
 from worker.gate.core import PoisonValue, build_core
 from worker.gate.freshness import FreshStateReader
 from worker.gate.outputs import Headers, OutputBuilder
-from worker.gate.recovery import init_transactions_until_ready, raise_if_producer_fenced
+from worker.gate.recovery import coordinator_answers_others, init_transactions_until_ready, raise_if_producer_fenced
 from worker.gate.transactions import RetriableKafkaError, TransactionAborted, call_kafka, classify
 from worker.health import Health
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
@@ -44,9 +44,11 @@ IDLE_READINESS_INTERVAL_SECONDS = 1.0
 SEND_OFFSETS_TIMEOUT_SECONDS = 5.0
 COMMIT_TIMEOUT_SECONDS = 20.0
 ABORT_TIMEOUT_SECONDS = 5.0
-COMMITTED_TIMEOUT_SECONDS = 3.0
+# A healthy answer takes milliseconds; a consumer that lost its coordinator
+# never answers (see _rewind_or_raise), and each second here is a second paused.
+COMMITTED_TIMEOUT_SECONDS = 2.0
 # Consecutive rewinds timing out before the consumer is taken for one that lost
-# its group coordinator for good (see _rewind_or_raise).
+# its group coordinator for good, even if a fresh client is not answered either.
 REWIND_TIMEOUTS_BEFORE_RECREATE = 2
 
 
@@ -524,7 +526,11 @@ class Gate:
         committed() times out again and again, its session times out and its
         rejoin never starts (librdkafka #5511: a coordinator request waits for
         a broker state change that does not come). A new consumer looks the
-        coordinator up afresh, so repeated timeouts re-create it too.
+        coordinator up afresh. So a timeout is put to a fresh client at once:
+        answered, our consumer is the one left behind and is re-created now
+        (this used to wait for a second timeout and cost the slowest restarts
+        6-9 s); not answered either, the broker is not serving the group yet,
+        and only repeated timeouts re-create it.
         """
         try:
             self._rewind()
@@ -534,6 +540,9 @@ class Gate:
                 raise ConsumerFatal(f"rewind after {after}: {error}") from exc
             if error is not None and error.code() == KafkaError._TIMED_OUT:
                 self._rewind_timeouts += 1
+                if coordinator_answers_others(self._settings, partitions=set(self._assigned), timeout=COMMITTED_TIMEOUT_SECONDS):
+                    self._rewind_timeouts = 0
+                    raise ConsumerFatal(f"rewind after {after}: committed offsets timed out, though a new client is answered") from exc
                 if self._rewind_timeouts >= REWIND_TIMEOUTS_BEFORE_RECREATE:
                     self._rewind_timeouts = 0
                     raise ConsumerFatal(f"rewind after {after}: committed offsets timed out {REWIND_TIMEOUTS_BEFORE_RECREATE} times in a row") from exc
