@@ -103,6 +103,10 @@ def _producer(settings: Settings) -> Producer:
             # default backoff grows to 10 s), so the records behind a restart
             # arrive as the broker is back, as they would from a tuned client.
             "reconnect.backoff.max.ms": 1000,
+            # As the workers (worker/kafka/clients.py): a re-bootstrap at a single-node
+            # restart decommissions the learned broker (librdkafka #5600), after which
+            # this producer once delivered nothing for over a minute and failed the run.
+            "metadata.recovery.strategy": "none",
             "message.max.bytes": 1_000_000,
             "queue.buffering.max.messages": 1_000_000,
         }
