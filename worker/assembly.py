@@ -20,6 +20,7 @@ from worker.gate.freshness import FreshStateReader
 from worker.gate.pipeline import Gate
 from worker.health import Health
 from worker.kafka.clients import (
+    admin_config,
     idempotent_producer_config,
     make_consumer,
     static_member_config,
@@ -55,7 +56,7 @@ class Runtime:
         )
 
     def admin(self) -> AdminClient:
-        return AdminClient(self.settings.kafka.common_config())
+        return AdminClient(admin_config(self.settings))
 
     def store(self) -> RedisStateStore:
         return RedisStateStore.from_settings(self.settings.redis, self.settings.state)

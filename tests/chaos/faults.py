@@ -17,6 +17,7 @@ import redis
 
 from tests.chaos.checker import Verdict
 from tests.chaos.processes import WorkerProcess
+from tests.chaos.resume import BrokerAnswers, RestartResume, resume_after
 from tests.chaos.run import ChaosRun
 from tests.chaos.workload import TrafficThreads
 
@@ -26,6 +27,8 @@ class Measured:
     """What a scenario observed besides the verdict."""
 
     pauses: list[float] = field(default_factory=list)  # seconds, one per fault
+    resumes: list[RestartResume] = field(default_factory=list)  # broker restarts: per partition, from the outputs
+    monitor_pauses: list[float] = field(default_factory=list)  # the same, as the offsets monitor sampled them
     longest_stall: float = 0.0
     exit_codes: dict[str, list[int]] = field(default_factory=dict)
     effective_faults: int = 0  # faults that landed while records were waiting or in flight
@@ -316,14 +319,19 @@ def run_broker_faults(
     every fault lands with records in flight whatever the gates' speed
     (``effective_faults`` counts the faults that did: traffic still flowing
     and records waiting once the broker was back). ``pauses`` are, per fault,
-    the seconds from the broker answering again until every partition has
-    committed input again; ``worker_exits`` lists the workers that exited.
+    the seconds from the broker answering again (:class:`BrokerAnswers`; when
+    the cluster never stopped answering, the moment the fault was over) until
+    every partition had decided a record again, read from the committed
+    outputs (:mod:`tests.chaos.resume`); ``worker_exits`` lists the workers
+    that exited.
     """
     measured = Measured()
     run.setup_preferences()
     applier, fleet = start_fleet(run, gates)
     watch = ExitWatch(run, applier, fleet, measured)
     started = time.monotonic()
+    wall_offset = time.time() - time.monotonic()
+    backs: list[float] = []
     with run.monitor() as monitor:
         threads = TrafficThreads(
             run.settings, run.codec, run.traffic, sends=10**9, sends_per_second=sends_per_second, events_per_second=10
@@ -337,11 +345,27 @@ def run_broker_faults(
                     time.sleep(0.2)
                 flowing = threads.running
                 fault_started = time.monotonic()
-                fault()
-                back = time.monotonic()
-                measured.notes.append(f"fault took {back - fault_started:.1f} s")
+                bootstrap = run.settings.kafka.bootstrap_servers
+                if "," in bootstrap:  # a cluster answers throughout: "back" is the fault's end (back in sync)
+                    fault()
+                    answered_at = None
+                else:
+                    with BrokerAnswers(bootstrap) as answers:
+                        fault()
+                    answered_at = answers.back_at
+                over = time.monotonic()
+                back_at = answered_at if answered_at is not None else over + wall_offset
+                backs.append(back_at)
+                back = back_at - wall_offset
+                measured.notes.append(
+                    f"fault took {over - fault_started:.1f} s, broker answered {max(0.0, over - back):.1f} s before it was over"
+                )
                 try:
-                    measured.pauses.append(monitor.every_partition_resumed_after(back, timeout=resume_bound, tick=watch))
+                    # Only a liveness check here (a partition that never moves fails at once);
+                    # the pauses are read from the outputs once the run is checked.
+                    measured.monitor_pauses.append(
+                        monitor.every_partition_resumed_after(back, timeout=resume_bound, tick=watch)
+                    )
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n{watch.post_mortem()}") from None
                 waiting = [s for s in monitor.samples if s.at >= back][:1]
@@ -361,7 +385,11 @@ def run_broker_faults(
     recoveries = recoveries_logged([applier, *fleet])
     measured.notes.append(f"in-process Kafka client rebuilds {recoveries or 'none'}")
     finish(run, measured)
-    return run.check(), measured
+    verdict = run.check()
+    sends = list(run.ledger.sends.values())
+    measured.resumes = [resume_after(back_at, sends, verdict.outputs, wall_offset=wall_offset) for back_at in backs]
+    measured.pauses = [r.every_partition for r in measured.resumes]
+    return verdict, measured
 
 
 # --- 4. Redis faults ------------------------------------------------------------------

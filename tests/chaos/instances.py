@@ -246,6 +246,10 @@ def private_stack(
         stack.up()
         yield stack
     finally:
+        # The broker's own log outlives the purge: it tells when a restarted broker
+        # was really serving again (coordinators loaded), next to the workers' logs.
+        with contextlib.suppress(OSError):
+            shutil.copytree(base / "logs", base.parent / f"{base.name}-logs", dirs_exist_ok=True)
         with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
             stack.down()
         shutil.rmtree(base, ignore_errors=True)

@@ -70,7 +70,11 @@ class ProgressMonitor:
         self._thread.join(10)
 
     def _run(self) -> None:
-        admin = AdminClient({**self._settings.kafka.common_config(), "log_level": 0})
+        # Reconnect within a second of a broker restart, like the workers
+        # (worker/kafka/clients.py): with librdkafka's 10 s backoff the samples
+        # themselves stopped for seconds after the broker was back.
+        fast = {"log_level": 0, "reconnect.backoff.max.ms": 1000}
+        admin = AdminClient({**self._settings.kafka.common_config(), **fast})
         # Committed offsets through a consumer that never joins the group. Not
         # AdminClient.list_consumer_group_offsets: librdkafka 2.x crashes the process
         # (NULL cgrp in rd_kafka_handle_OffsetFetch) when the coordinator answers
@@ -83,7 +87,7 @@ class ProgressMonitor:
                 # read_uncommitted: no require_stable, so a pending transactional
                 # commit does not block the sample (it is simply not counted yet).
                 "isolation.level": "read_uncommitted",
-                "log_level": 0,
+                **fast,
             }
         )
         try:

@@ -45,6 +45,7 @@ class SentRecord:
     request: SendRequest | None
     produced_at: float  # time.monotonic() just before produce()
     partition: int = -1
+    acked_at: float | None = None  # time.monotonic() when the broker's acknowledgement was served
     offset: int = -1
     label: str = ""  # what the hostile tests call it
 
@@ -99,6 +100,14 @@ def _producer(settings: Settings) -> Producer:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
+            # Upstream that reconnects within a second of a broker restart (the
+            # default backoff grows to 10 s), so the records behind a restart
+            # arrive as the broker is back, as they would from a tuned client.
+            "reconnect.backoff.max.ms": 1000,
+            # As the workers (worker/kafka/clients.py): a re-bootstrap at a single-node
+            # restart decommissions the learned broker (librdkafka #5600), after which
+            # this producer once delivered nothing for over a minute and failed the run.
+            "metadata.recovery.strategy": "none",
             "message.max.bytes": 1_000_000,
             "queue.buffering.max.messages": 1_000_000,
         }
@@ -135,6 +144,7 @@ class SendProducer:
             if error is not None:
                 self._ledger.errors.append(f"{message_id}: {error}")
                 return
+            record.acked_at = time.monotonic()
             record.partition = message.partition()
             record.offset = message.offset()
 

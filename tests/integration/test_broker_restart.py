@@ -22,11 +22,15 @@ import pytest
 from tests.chaos import report
 from tests.chaos.faults import Measured, run_broker_faults
 from tests.chaos.instances import kraft_cluster, shared_private_stack
+from tests.chaos.resume import summary
 from tests.chaos.run import chaos_run, with_services
 
 # An availability bound, not a speed test: from "the broker answers again" to
-# "every partition commits input again". Measured well below it (see README).
+# "every partition decided a record again". Measured well below it (see README).
 RESUME_BOUND_SECONDS = 15.0
+# While the run goes on, only a partition that never moves again stops it early;
+# the pauses themselves are read from the outputs afterwards and held to the bound.
+STUCK_SECONDS = 60.0
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +43,13 @@ def fill_row(row: report.Row, verdict, measured: Measured, faults: int) -> None:
     row.fill(
         [verdict],
         exits=len(measured.worker_exits),
-        pause=f"longest pause {max(measured.pauses):.1f} s after the broker was back",
+        pause=f"pause after the broker was back: {summary(measured.pauses)}",
         note=f"{measured.effective_faults}/{faults} restarts with records in flight; "
         + "; ".join(measured.notes[-3:] if len(measured.notes) > 6 else measured.notes)
-        + f"; pauses {[round(p, 1) for p in measured.pauses]}",
+        + f"; every partition resumed after {[round(p, 1) for p in measured.pauses]} s"
+        + f"; first decision after {[round(r.first, 1) for r in measured.resumes]} s"
+        + f"; slowest partition {[r.slowest_partition for r in measured.resumes]}"
+        + f"; offsets monitor saw {[round(p, 1) for p in measured.monitor_pauses]} s",
     )
     print(f"\n{report.render([row])}")  # shown with -s (make chaos prints every row at the end)
 
@@ -62,7 +69,7 @@ def test_workers_stay_up_through_three_broker_restarts_without_losing_or_doublin
         with chaos_run(settings, tmp_path / "logs", audience_size=1000) as run:
             verdict, measured = run_broker_faults(
                 run, gates=2, sends_per_second=300, faults=[private_kafka.restart_kafka] * restarts,
-                settle_seconds=3, resume_bound=RESUME_BOUND_SECONDS, tail_seconds=2,
+                settle_seconds=3, resume_bound=STUCK_SECONDS, tail_seconds=2,
             )
         fill_row(row, verdict, measured, restarts)
         assert_row(verdict, measured, restarts)
@@ -77,7 +84,7 @@ def test_chaos_single_node_broker_restarted_twenty_times(settings, private_kafka
         with chaos_run(settings, tmp_path / "logs", audience_size=3000) as run:
             verdict, measured = run_broker_faults(
                 run, gates=3, sends_per_second=400, faults=[private_kafka.restart_kafka] * restarts,
-                settle_seconds=5, resume_bound=RESUME_BOUND_SECONDS,
+                settle_seconds=5, resume_bound=STUCK_SECONDS,
             )
         fill_row(row, verdict, measured, restarts)
         assert_row(verdict, measured, restarts)
@@ -103,7 +110,7 @@ def test_chaos_three_node_cluster_rolling_restart(settings, tmp_path):
             with chaos_run(settings, tmp_path / "logs", audience_size=3000) as run:
                 verdict, measured = run_broker_faults(
                     run, gates=3, sends_per_second=400, faults=[restart(n) for n in cluster.nodes],
-                    settle_seconds=5, resume_bound=RESUME_BOUND_SECONDS,
+                    settle_seconds=5, resume_bound=STUCK_SECONDS,
                 )
         fill_row(row, verdict, measured, len(cluster.nodes))
         row.pause += f"; longest partition stall {measured.longest_stall:.1f} s (during the restarts)"

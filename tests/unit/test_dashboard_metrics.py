@@ -260,6 +260,7 @@ REQUIRED_ALERTS = {
     "SendgateFailClosedTooLong",
     "SendgateTransactionsFailing",
     "SendgatePreferenceEventsMiskeyed",
+    "SendgateKafkaClientsRebuilding",
 }
 
 
@@ -297,6 +298,7 @@ def test_alert_rules_have_the_required_conditions() -> None:
     assert "sendgate_transactional_bypass_total" in rules["SendgateTransactionalBypassSpike"]["expr"]
     assert re.search(r'result=~"aborted\|failed"', rules["SendgateTransactionsFailing"]["expr"])
     assert "sendgate_preference_events_miskeyed_total" in rules["SendgatePreferenceEventsMiskeyed"]["expr"]
+    assert re.search(r"increase\(sendgate_kafka_recoveries_total\[10m\]\)", rules["SendgateKafkaClientsRebuilding"]["expr"])
 
 
 def test_alert_unit_tests_cover_every_required_alert() -> None:

@@ -30,7 +30,7 @@ from worker.errors import DeadLetterBurst, KafkaRetriable, RetryableError, Trans
 from worker.gate.core import PoisonValue, build_core
 from worker.gate.freshness import FreshStateReader
 from worker.gate.outputs import Headers, OutputBuilder
-from worker.gate.recovery import init_transactions_until_ready, raise_if_producer_fenced
+from worker.gate.recovery import coordinator_answers_others, init_transactions_until_ready, raise_if_producer_fenced
 from worker.health import Health
 from worker.kafka.classification import classify, is_fatal, kafka_error
 from worker.kafka.messages import partition_offset
@@ -47,9 +47,11 @@ IDLE_READINESS_INTERVAL_SECONDS = 1.0
 SEND_OFFSETS_TIMEOUT_SECONDS = 5.0
 COMMIT_TIMEOUT_SECONDS = 20.0
 ABORT_TIMEOUT_SECONDS = 5.0
-COMMITTED_TIMEOUT_SECONDS = 3.0
+# A healthy answer takes milliseconds; a consumer that lost its coordinator
+# never answers (see _rewind_or_raise), and each second here is a second paused.
+COMMITTED_TIMEOUT_SECONDS = 2.0
 # Consecutive rewinds timing out before the consumer is taken for one that lost
-# its group coordinator for good (see _rewind_or_raise).
+# its group coordinator for good, even if a fresh client is not answered either.
 REWIND_TIMEOUTS_BEFORE_RECREATE = 2
 
 
@@ -140,7 +142,8 @@ class Gate:
     def run(self, *, max_messages: int | None = None, idle_exit_seconds: float | None = None) -> GateProgress:
         """Run until stopped (or bounded by ``max_messages`` / ``idle_exit_seconds`` for tests and bench)."""
         tune_garbage_collector()
-        call_kafka(lambda: self._producer.init_transactions(30), what="init_transactions", metrics=self._metrics, timeout=30)
+        producer = self._producer  # bound now: see _commit
+        call_kafka(lambda: producer.init_transactions(30), what="init_transactions", metrics=self._metrics, timeout=30)
         self._subscribe()
         last_message_at = time.monotonic()
         try:
@@ -423,17 +426,23 @@ class Gate:
     def _commit(self) -> None:
         started = time.perf_counter()
         offsets = [TopicPartition(self._topics.requested, p, o) for p, o in self._next_offsets.items()]
+        # Bound now, not when the call runs: a call abandoned by the watchdog goes on
+        # retrying in its thread, and must only ever touch the producer it was made on
+        # (dead and fenced by then). Through self._producer it reached the rebuilt one:
+        # "Conflicting init_transactions API call", and a stray commit_transaction
+        # could end the new producer's transaction with its input offsets not yet in it.
+        producer = self._producer
         try:
             if offsets:
                 group = self._consumer.consumer_group_metadata()
                 call_kafka(
-                    lambda: self._producer.send_offsets_to_transaction(offsets, group, SEND_OFFSETS_TIMEOUT_SECONDS),
+                    lambda: producer.send_offsets_to_transaction(offsets, group, SEND_OFFSETS_TIMEOUT_SECONDS),
                     what="send_offsets_to_transaction",
                     metrics=self._metrics,
                     timeout=SEND_OFFSETS_TIMEOUT_SECONDS,
                 )
             call_kafka(
-                lambda: self._producer.commit_transaction(COMMIT_TIMEOUT_SECONDS),
+                lambda: producer.commit_transaction(COMMIT_TIMEOUT_SECONDS),
                 what="commit_transaction",
                 metrics=self._metrics,
                 timeout=COMMIT_TIMEOUT_SECONDS,
@@ -449,15 +458,21 @@ class Gate:
 
     def _abort(self) -> None:
         if self._in_transaction:
+            producer = self._producer  # bound now: see _commit
             try:
-                call_kafka(self._abort_or_replace, what="abort_transaction", metrics=self._metrics, timeout=ABORT_TIMEOUT_SECONDS)
+                call_kafka(
+                    lambda: self._abort_or_replace(producer),
+                    what="abort_transaction",
+                    metrics=self._metrics,
+                    timeout=ABORT_TIMEOUT_SECONDS,
+                )
             finally:
                 self._in_transaction = False
             self.progress.aborted_transactions += 1
             self._metrics.transactions.labels(result="aborted").inc()
         self._next_offsets.clear()
 
-    def _abort_or_replace(self) -> None:
+    def _abort_or_replace(self, producer: Producer) -> None:
         """abort_transaction, or ProducerFatal when it cannot finish in time.
 
         An abort first waits for every outstanding produce request; with the
@@ -467,7 +482,7 @@ class Gate:
         on the coordinator as soon as it answers.
         """
         try:
-            self._producer.abort_transaction(ABORT_TIMEOUT_SECONDS)
+            producer.abort_transaction(ABORT_TIMEOUT_SECONDS)
         except KafkaException as exc:
             error = exc.args[0]
             if isinstance(error, KafkaError) and error.code() == KafkaError._TIMED_OUT:
@@ -514,7 +529,11 @@ class Gate:
         committed() times out again and again, its session times out and its
         rejoin never starts (librdkafka #5511: a coordinator request waits for
         a broker state change that does not come). A new consumer looks the
-        coordinator up afresh, so repeated timeouts re-create it too.
+        coordinator up afresh. So a timeout is put to a fresh client at once:
+        answered, our consumer is the one left behind and is re-created now
+        (this used to wait for a second timeout and cost the slowest restarts
+        6-9 s); not answered either, the broker is not serving the group yet,
+        and only repeated timeouts re-create it.
         """
         try:
             self._rewind()
@@ -524,6 +543,9 @@ class Gate:
                 raise ConsumerFatal(f"rewind after {after}: {error}") from exc
             if error is not None and error.code() == KafkaError._TIMED_OUT:
                 self._rewind_timeouts += 1
+                if coordinator_answers_others(self._settings, partitions=set(self._assigned), timeout=COMMITTED_TIMEOUT_SECONDS):
+                    self._rewind_timeouts = 0
+                    raise ConsumerFatal(f"rewind after {after}: committed offsets timed out, though a new client is answered") from exc
                 if self._rewind_timeouts >= REWIND_TIMEOUTS_BEFORE_RECREATE:
                     self._rewind_timeouts = 0
                     raise ConsumerFatal(f"rewind after {after}: committed offsets timed out {REWIND_TIMEOUTS_BEFORE_RECREATE} times in a row") from exc

@@ -21,6 +21,11 @@ from worker.config import Settings
 # * reconnect backoff capped at 1 s instead of 10 s: after a few refused
 #   connections the wait between attempts grows to ~10 s (+50 % jitter), so the
 #   transaction coordinator was found up to 15 s after the broker was back.
+# Every client a worker waits on needs both, not only the gate's consumer and
+# producer: the freshness barrier's admin client (the gate decides nothing
+# until it answers) and the applier's rejection producer (flushed before the
+# applier moves on, so the gates wait at the barrier meanwhile) kept librdkafka's
+# defaults and came back up to 15 s late, failing the gates closed as long.
 BROKER_RESTART_RECOVERY: dict[str, Any] = {
     "metadata.recovery.strategy": "none",
     "reconnect.backoff.max.ms": 1000,
@@ -73,8 +78,14 @@ def idempotent_producer_config(settings: Settings) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        **BROKER_RESTART_RECOVERY,
         **settings.kafka.extra,
     }
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    """The workers' admin client (the freshness barrier's end offsets, the applier's targets and lag)."""
+    return {**settings.kafka.common_config(), **BROKER_RESTART_RECOVERY, **settings.kafka.extra}
 
 
 def static_member_config(instance_id: str) -> dict[str, Any]:

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from worker.errors import ConfigurationError, RetryableError
 
 PARTITIONS_REFRESH_SECONDS = 30.0
+# The leader (or its epoch) the admin client has cached is not the broker's:
+# every broker restart bumps the leader epochs, and the admin client does not
+# refresh its metadata on these by itself soon. After a restart every request
+# failed FENCED_LEADER_EPOCH for up to 6.5 s, failing the gate closed each time.
+STALE_LEADER_CODES = {
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+}
 
 
 class OffsetsUnavailable(RetryableError):
@@ -55,20 +66,46 @@ class CommittedEndOffsets:
         """Send the offsets request now; the returned call waits for the answer.
 
         The gate overlaps this wait with its state read: both only need to
-        start after the batch was consumed.
+        start after the batch was consumed. An answer naming a stale leader is
+        asked again once, right after a metadata refresh (see ``STALE_LEADER_CODES``).
         """
+        futures = self._send()
+
+        def answer() -> dict[int, int]:
+            try:
+                return self._collect(futures)
+            except KafkaException as exc:
+                if not _stale_leader(exc):
+                    raise OffsetsUnavailable(f"end offsets of {self._topic}: {exc}") from exc
+            self._refresh_leaders()
+            try:
+                return self._collect(self._send())
+            except KafkaException as exc:
+                raise OffsetsUnavailable(f"end offsets of {self._topic} (after a metadata refresh): {exc}") from exc
+
+        return answer
+
+    def _send(self) -> dict[TopicPartition, Any]:
         request = {TopicPartition(self._topic, p): OffsetSpec.latest() for p in self.partitions()}
         try:
-            futures = self._admin.list_offsets(
+            return self._admin.list_offsets(
                 request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=self._timeout
             )
         except KafkaException as exc:
             raise OffsetsUnavailable(f"end offsets of {self._topic}: {exc}") from exc
 
-        def answer() -> dict[int, int]:
-            try:
-                return {tp.partition: future.result().offset for tp, future in futures.items()}
-            except KafkaException as exc:
-                raise OffsetsUnavailable(f"end offsets of {self._topic}: {exc}") from exc
+    @staticmethod
+    def _collect(futures: dict[TopicPartition, Any]) -> dict[int, int]:
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
 
-        return answer
+    def _refresh_leaders(self) -> None:
+        """A metadata request for the topic: its answer updates the admin client's cached leaders and epochs."""
+        try:
+            self._admin.list_topics(self._topic, timeout=self._timeout)
+        except KafkaException as exc:
+            raise OffsetsUnavailable(f"metadata of {self._topic}: {exc}") from exc
+
+
+def _stale_leader(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.code() in STALE_LEADER_CODES
