@@ -418,22 +418,7 @@ type Tallies = HashMap<(EventType, &'static str), u64>;
 
 impl PlannedEvents {
     fn fact_values(&self, found: &Bound<'_, PyList>) -> PyResult<Vec<Option<String>>> {
-        let mut values: Vec<Option<String>> = vec![None; self.kinds.len()];
-        if found.len() % 2 != 0 {
-            return Err(value_error("read reply: (position, value) pairs expected".to_owned()));
-        }
-        for at in (0..found.len()).step_by(2) {
-            let position: usize = found.get_item(at)?.extract()?;
-            let raw = found.get_item(at + 1)?;
-            let bytes = raw.cast::<PyBytes>()?.as_bytes();
-            let fact = position
-                .checked_sub(1)
-                .and_then(|p| self.read.reply_order.get(p))
-                .ok_or_else(|| value_error(format!("read reply: position {position} is not a fact of this batch")))?;
-            let text = std::str::from_utf8(bytes).map_err(|e| value_error(format!("read reply: fact value is not UTF-8: {e}")))?;
-            values[*fact] = Some(text.to_owned());
-        }
-        Ok(values)
+        crate::read_reply_values(found, &self.read.reply_order, self.kinds.len())
     }
 
     #[allow(clippy::type_complexity)]

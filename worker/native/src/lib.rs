@@ -437,22 +437,7 @@ struct Decided {
 
 impl PreparedBatch {
     fn fact_values(&self, found: &Bound<'_, PyList>) -> PyResult<Vec<Option<String>>> {
-        let mut values: Vec<Option<String>> = vec![None; self.kinds.len()];
-        if found.len() % 2 != 0 {
-            return Err(value_error("read reply: (position, value) pairs expected".to_owned()));
-        }
-        for at in (0..found.len()).step_by(2) {
-            let position: usize = found.get_item(at)?.extract()?;
-            let raw = found.get_item(at + 1)?;
-            let bytes = raw.cast::<PyBytes>()?.as_bytes();
-            let fact = position
-                .checked_sub(1)
-                .and_then(|p| self.layout.reply_order.get(p))
-                .ok_or_else(|| value_error(format!("read reply: position {position} is not a fact of this batch")))?;
-            let text = std::str::from_utf8(bytes).map_err(|e| value_error(format!("read reply: fact value is not UTF-8: {e}")))?;
-            values[*fact] = Some(text.to_owned());
-        }
-        Ok(values)
+        read_reply_values(found, &self.layout.reply_order, self.kinds.len())
     }
 
     fn decide_all(
@@ -656,4 +641,25 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<applier::PlannedEvents>()?;
     m.add_class::<applier::AppliedEvents>()?;
     Ok(())
+}
+
+/// The read script's reply, `(1-based position in the read order, value)` pairs, as one value
+/// (or none) per fact of the batch; shared by the gate's and the applier's batches.
+pub(crate) fn read_reply_values(found: &Bound<'_, PyList>, reply_order: &[usize], facts: usize) -> PyResult<Vec<Option<String>>> {
+    let mut values: Vec<Option<String>> = vec![None; facts];
+    if found.len() % 2 != 0 {
+        return Err(value_error("read reply: (position, value) pairs expected".to_owned()));
+    }
+    for at in (0..found.len()).step_by(2) {
+        let position: usize = found.get_item(at)?.extract()?;
+        let raw = found.get_item(at + 1)?;
+        let bytes = raw.cast::<PyBytes>()?.as_bytes();
+        let fact = position
+            .checked_sub(1)
+            .and_then(|p| reply_order.get(p))
+            .ok_or_else(|| value_error(format!("read reply: position {position} is not a fact of this batch")))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| value_error(format!("read reply: fact value is not UTF-8: {e}")))?;
+        values[*fact] = Some(text.to_owned());
+    }
+    Ok(values)
 }
