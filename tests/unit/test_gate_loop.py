@@ -252,10 +252,12 @@ def test_state_behind_the_freshness_barrier_allows_nothing_until_the_applier_cat
     assert barrier.behind_answers == 2 and gate.progress.fail_closed_pauses >= 2
     assert [_to(r) for r in world.committed(BASE.topics.allowed)] == ["ok@example.com"]
     assert sorted(_suppressed_to_and_reasons(r)[0] for r in world.committed(BASE.topics.suppressed)) == [
-        "late@example.com", OPTED_OUT,
+        "late@example.com",
+        OPTED_OUT,
     ]
-    every_allowed = [_to(r) for t in [*world.producer.committed, *world.producer.aborted] for r in t.records
-                     if r.topic == BASE.topics.allowed]
+    every_allowed = [
+        _to(r) for t in [*world.producer.committed, *world.producer.aborted] for r in t.records if r.topic == BASE.topics.allowed
+    ]
     assert OPTED_OUT not in every_allowed and "late@example.com" not in every_allowed, "never allowed on stale state"
     assert world.group_offsets == {0: 3}
 
