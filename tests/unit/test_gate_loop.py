@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from tests.unit.kafka_fakes import FakeConsumer, FakeEndOffsets, FakeTopic, FakeTransactionalProducer, Produced
@@ -49,11 +50,18 @@ class MemoryFreshStateReader(FreshStateReader):
 
 
 class NotReadyFirst(MemoryStateStore):
-    """Reports an empty store (no generation) for its first ``reads`` packed reads, then its real state."""
+    """For its first ``not_ready_left`` packed reads, a store the gate must not decide on, then its real state.
 
-    def __init__(self, reads: int) -> None:
+    ``empty``: no generation marker (FLUSHALL). ``rebuilding``: a generation
+    whose progress covers the barrier but that has not reached its rebuild
+    targets, with none of its facts written yet: only the readiness check
+    keeps the gate from allowing on it.
+    """
+
+    def __init__(self, mode: str) -> None:
         super().__init__()
-        self.not_ready_left = reads
+        self.mode = mode
+        self.not_ready_left = 0
         self.observed: list[tuple[int, dict[int, int]]] = []  # (records produced so far, group offsets) at each refused read
         self.producer: FakeTransactionalProducer | None = None
 
@@ -64,7 +72,13 @@ class NotReadyFirst(MemoryStateStore):
             produced = sum(len(t.records) for t in [*self.producer.committed, *self.producer.aborted])
             produced += len(self.producer.open.records) if self.producer.open else 0
             self.observed.append((produced, dict(self.producer.group_offsets)))
-            return PackedSnapshot(found=[], status=StoreStatus())
+            real = super().status()
+            if self.mode == "empty":
+                return PackedSnapshot(found=[], status=StoreStatus())
+            targets = {p: o + 100 for p, o in real.progress.items()}
+            return PackedSnapshot(
+                found=[], status=StoreStatus(generation=real.generation, ready=False, progress=real.progress, targets=targets)
+            )
         return super().read_packed(keys, fields, fact_count)
 
 
@@ -196,13 +210,14 @@ def test_poison_in_the_middle_of_a_batch_is_dead_lettered_and_the_sends_around_i
     assert gate.progress.dead_lettered == 2 and gate.progress.fail_closed_pauses == 0
 
 
-def test_a_store_not_ready_fails_closed_then_decides_every_send_once_it_is() -> None:
-    store = NotReadyFirst(reads=0)
+@pytest.mark.parametrize("mode", ["empty", "rebuilding"])
+def test_a_store_not_ready_fails_closed_then_decides_every_send_once_it_is(mode: str) -> None:
+    store = NotReadyFirst(mode)
     world = World(store=store)
     store.producer = world.producer
     world.opt_out(OPTED_OUT)
     world.apply_preferences()
-    store.not_ready_left = 3  # armed once the applier is done: the gate's first three reads find no generation
+    store.not_ready_left = 3  # armed once the applier is done: the gate's first three reads are refused
     for i in range(4):
         world.send(f"ok{i}@example.com", partition=i % 2)
     world.send(OPTED_OUT, partition=1)
