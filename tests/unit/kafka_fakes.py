@@ -88,6 +88,7 @@ class FakeConsumer:
         self._assigned = False
         self.closed = False
         self.commits: list[tuple[int, int]] = []  # every group commit, in order
+        self.seeks: list[tuple[int, int]] = []  # every seek (partition, offset), in order
 
     def subscribe(self, _topics: list[str], **callbacks: Callable[..., None]) -> None:
         self._callbacks = callbacks
@@ -110,10 +111,20 @@ class FakeConsumer:
             self.group_offsets[tp.partition] = tp.offset
             self.commits.append((tp.partition, tp.offset))
 
+    def seek(self, tp: TopicPartition) -> None:
+        offset = 0 if tp.offset == OFFSET_BEGINNING else tp.offset
+        self._positions[tp.partition] = offset
+        self.seeks.append((tp.partition, offset))
+
+    def consumer_group_metadata(self) -> str:
+        return "fake-group-metadata"
+
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         if not self._assigned:
             self._assigned = True
             self._callbacks["on_assign"](self, [TopicPartition(self._topic.name, p) for p in range(self._topic.partitions)])
+            for p in range(self._topic.partitions):  # a callback that did not assign: confluent-kafka assigns for it
+                self._positions.setdefault(p, max(self.group_offsets.get(p, 0), 0))
         batch: list[FakeMessage] = []
         for partition, at in sorted(self._positions.items()):
             log = self._topic.records.get(partition, [])
@@ -128,3 +139,85 @@ class FakeConsumer:
 
     def close(self) -> None:
         self.closed = True
+
+
+@dataclass
+class Produced:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+@dataclass
+class Transaction:
+    """What one transaction held: its records and every send_offsets_to_transaction call's offsets."""
+
+    records: list[Produced] = field(default_factory=list)
+    offsets: list[dict[int, int]] = field(default_factory=list)
+
+
+class FakeTransactionalProducer:
+    """A transactional producer: records each transaction, and on commit moves the group's offsets.
+
+    ``commit_failures`` are raised, one per commit_transaction call, before the
+    transaction is committed (librdkafka leaves it open: the caller aborts or retries).
+    """
+
+    def __init__(self, group_offsets: dict[int, int], *, commit_failures: list[BaseException] | None = None) -> None:
+        self.group_offsets = group_offsets
+        self.commit_failures = list(commit_failures or [])
+        self.initialized = 0
+        self.open: Transaction | None = None
+        self.committed: list[Transaction] = []
+        self.aborted: list[Transaction] = []
+        self.offset_calls: list[dict[int, int]] = []  # every send_offsets_to_transaction, in order
+        self.commit_calls = 0
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self.initialized += 1
+
+    def begin_transaction(self) -> None:
+        if self.open is not None:
+            raise AssertionError("begin_transaction with a transaction open")
+        self.open = Transaction()
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: Any = None) -> None:
+        if self.open is None:
+            raise AssertionError("produce outside a transaction")
+        self.open.records.append(Produced(topic, key, value, dict(headers or [])))
+
+    def send_offsets_to_transaction(self, offsets: list[TopicPartition], _group: Any, timeout: float = -1) -> None:
+        if self.open is None:
+            raise AssertionError("send_offsets_to_transaction outside a transaction")
+        sent = {tp.partition: tp.offset for tp in offsets}
+        self.offset_calls.append(sent)
+        self.open.offsets.append(sent)
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self.commit_calls += 1
+        if self.open is None:
+            raise AssertionError("commit_transaction outside a transaction")
+        if self.commit_failures:
+            raise self.commit_failures.pop(0)
+        for sent in self.open.offsets:
+            self.group_offsets.update(sent)
+        self.committed.append(self.open)
+        self.open = None
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        if self.open is not None:
+            self.aborted.append(self.open)
+        self.open = None
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+    def poll(self, timeout: float = -1) -> int:
+        return 0
+
+    def purge(self, **_kwargs: Any) -> None:
+        return None
+
+    def committed_records(self, topic: str | None = None) -> list[Produced]:
+        return [r for t in self.committed for r in t.records if topic is None or r.topic == topic]
