@@ -17,8 +17,8 @@ import json
 import logging
 import time
 
-from worker.ops.bench import BenchConfig, BenchRun
-
+from worker.bench.config import BenchConfig
+from worker.bench.run import BenchRun
 from worker.config import Settings
 
 
