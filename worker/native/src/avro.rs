@@ -49,20 +49,30 @@ pub struct SendHead<'a> {
     pub requested_at: i64,
 }
 
-struct Reader<'a> {
+/// Reads Avro's binary encoding strictly: every form fastavro would not write is refused (`None`).
+pub(crate) struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.data.len()
+    }
+
+    pub(crate) fn byte(&mut self) -> Option<u8> {
         let byte = *self.data.get(self.pos)?;
         self.pos += 1;
         Some(byte)
     }
 
     /// A zig-zag varint (`long`/`int`).
-    fn long(&mut self) -> Option<i64> {
+    pub(crate) fn long(&mut self) -> Option<i64> {
         let mut byte = self.byte()?;
         let mut result = u64::from(byte & 0x7F);
         let mut shift = 7;
@@ -89,12 +99,24 @@ impl<'a> Reader<'a> {
         Some(content)
     }
 
-    fn string(&mut self) -> Option<&'a str> {
+    pub(crate) fn string(&mut self) -> Option<&'a str> {
         std::str::from_utf8(self.bytes()?).ok()
     }
 
+    /// A `["null", "string"]` union.
+    pub(crate) fn optional_string(&mut self) -> Option<Option<&'a str>> {
+        Some(if self.choice()? { Some(self.string()?) } else { None })
+    }
+
+    /// An enum index written in one byte (every enum here has fewer than 64 symbols).
+    pub(crate) fn symbol(&mut self, count: usize) -> Option<usize> {
+        let byte = self.byte()?;
+        let index = usize::from(byte / 2);
+        (byte % 2 == 0 && index < count).then_some(index)
+    }
+
     /// An enum of two symbols, or the branch of a `["null", X]` union: one byte, 0 or 2.
-    fn choice(&mut self) -> Option<bool> {
+    pub(crate) fn choice(&mut self) -> Option<bool> {
         match self.byte()? {
             0 => Some(false),
             2 => Some(true),

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 
+use crate::avro::Reader;
 use crate::facts::{OrgSettings, UnsubscribeScope, UserOptOutScope};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,81 +110,20 @@ pub struct Event<'a> {
     pub settings: Option<OrgSettings>,
 }
 
-const MAX_SHIFT: u32 = 56;
-
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let byte = *self.data.get(self.pos)?;
-        self.pos += 1;
-        Some(byte)
-    }
-
-    fn long(&mut self) -> Option<i64> {
-        let mut byte = self.byte()?;
-        let mut result = u64::from(byte & 0x7F);
-        let mut shift = 7;
-        while byte & 0x80 != 0 {
-            if shift > MAX_SHIFT {
-                return None;
-            }
-            byte = self.byte()?;
-            if byte == 0 {
-                return None;
-            }
-            result |= u64::from(byte & 0x7F) << shift;
-            shift += 7;
-        }
-        Some(((result >> 1) as i64) ^ -((result & 1) as i64))
-    }
-
-    fn string(&mut self) -> Option<&'a str> {
-        let size = usize::try_from(self.long()?).ok()?;
-        let end = self.pos.checked_add(size)?;
-        let content = self.data.get(self.pos..end)?;
-        self.pos = end;
-        std::str::from_utf8(content).ok()
-    }
-
-    /// An enum index written in one byte (every enum here has fewer than 64 symbols).
-    fn symbol(&mut self, count: usize) -> Option<usize> {
-        let byte = self.byte()?;
-        let index = usize::from(byte / 2);
-        (byte % 2 == 0 && index < count).then_some(index)
-    }
-
-    /// The branch of a `["null", X]` union: whether X follows.
-    fn present(&mut self) -> Option<bool> {
-        match self.byte()? {
-            0 => Some(false),
-            2 => Some(true),
-            _ => None,
-        }
-    }
-
-    fn optional_string(&mut self) -> Option<Option<Cow<'a, str>>> {
-        Some(if self.present()? { Some(Cow::Borrowed(self.string()?)) } else { None })
-    }
-}
-
 /// The event in a `PreferenceEvent` body (the value after its header).
 pub fn read_event(body: &[u8]) -> Option<Event<'_>> {
-    let mut r = Reader { data: body, pos: 0 };
+    let mut r = Reader::new(body);
     let event_id = Cow::Borrowed(r.string()?);
     let org_id = Cow::Borrowed(r.string()?);
     let occurred_at = r.long()?;
     let source = Source::ALL[r.symbol(Source::ALL.len())?];
     let kind = EventType::ALL[r.symbol(EventType::ALL.len())?];
-    let email = r.optional_string()?;
-    let phone = r.optional_string()?;
-    let user_id = r.optional_string()?;
-    let domain = r.optional_string()?;
-    let contact_id = r.optional_string()?;
-    let ok_to_email = if r.present()? {
+    let email = r.optional_string()?.map(Cow::Borrowed);
+    let phone = r.optional_string()?.map(Cow::Borrowed);
+    let user_id = r.optional_string()?.map(Cow::Borrowed);
+    let domain = r.optional_string()?.map(Cow::Borrowed);
+    let contact_id = r.optional_string()?.map(Cow::Borrowed);
+    let ok_to_email = if r.choice()? {
         match r.byte()? {
             0 => Some(false),
             1 => Some(true),
@@ -192,14 +132,14 @@ pub fn read_event(body: &[u8]) -> Option<Event<'_>> {
     } else {
         None
     };
-    let settings = if r.present()? {
+    let settings = if r.choice()? {
         let unsubscribe_scope = [UnsubscribeScope::Domain, UnsubscribeScope::Organization][r.symbol(2)?];
         let user_opt_out_scope = [UserOptOutScope::User, UserOptOutScope::Organization][r.symbol(2)?];
         Some(OrgSettings { unsubscribe_scope, user_opt_out_scope })
     } else {
         None
     };
-    if r.pos != body.len() {
+    if !r.at_end() {
         return None;
     }
     Some(Event { event_id, org_id, occurred_at, source, kind, email, phone, user_id, domain, contact_id, ok_to_email, settings })
