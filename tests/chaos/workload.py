@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from tests.chaos.stalled_producer import STALL_SECONDS, is_purged, positions_by_key
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.models import (
@@ -119,7 +120,11 @@ def _producer(settings: Settings) -> Producer:
 
 
 class SendProducer:
-    """Produces send requests (and raw values) to ``sends.requested``, recording their positions."""
+    """Produces send requests (and raw values) to ``sends.requested``, recording their positions.
+
+    A producer left without brokers for good is replaced, losing and doubling
+    nothing (:mod:`tests.chaos.stalled_producer`).
+    """
 
     def __init__(self, settings: Settings, codec: AvroCodec, ledger: Ledger) -> None:
         self._settings = settings
@@ -127,6 +132,10 @@ class SendProducer:
         self._ledger = ledger
         self._producer = _producer(settings)
         self._topic = settings.topics.requested
+        self._last_report = time.monotonic()
+        self._purged: list[SentRecord] = []
+        self.replacements = 0
+        self.purged_total = 0  # records a replacement took back from a stuck producer
 
     def send(self, request: SendRequest) -> SentRecord:
         value = self._codec.encode("SendRequest", request.to_record())
@@ -143,10 +152,18 @@ class SendProducer:
     def _produce(self, message_id: str, value: bytes | None, expect: str, request: SendRequest | None, *, label: str = "") -> SentRecord:
         record = SentRecord(message_id, value, expect, request, time.monotonic(), label=label)
         self._ledger.add_send(record)
+        self._hand_over(record)
+        self._replace_if_stalled()
+        return record
 
+    def _hand_over(self, record: SentRecord) -> None:
         def delivered(error: KafkaError | None, message: Message) -> None:
+            self._last_report = time.monotonic()
             if error is not None:
-                self._ledger.errors.append(f"{message_id}: {error}")
+                if is_purged(error):
+                    self._purged.append(record)
+                else:
+                    self._ledger.errors.append(f"{record.message_id}: {error}")
                 return
             record.acked_at = time.monotonic()
             record.partition = message.partition()
@@ -154,16 +171,43 @@ class SendProducer:
 
         while True:
             try:
-                self._producer.produce(self._topic, key=message_id.encode(), value=value, on_delivery=delivered)
+                self._producer.produce(self._topic, key=record.message_id.encode(), value=record.value, on_delivery=delivered)
                 break
             except BufferError:
                 self._producer.poll(0.05)
         self._producer.poll(0)
-        return record
+
+    def _replace_if_stalled(self) -> None:
+        if len(self._producer) == 0:
+            self._last_report = time.monotonic()
+        elif time.monotonic() - self._last_report > STALL_SECONDS:
+            self._replace()
+
+    def _replace(self) -> None:
+        stuck, self._producer = self._producer, _producer(self._settings)
+        self.replacements += 1
+        stuck.purge(in_queue=True, in_flight=True)
+        stuck.poll(0)
+        stuck.flush(5)  # serves the purge reports
+        purged, self._purged = self._purged, []
+        self.purged_total += len(purged)
+        found = positions_by_key(self._settings.kafka.common_config(), self._topic, (r.message_id for r in purged))
+        for record in purged:
+            if record.message_id in found:  # it was written before the purge: never produce it twice
+                record.partition, record.offset = found[record.message_id]
+                record.acked_at = time.monotonic()
+            else:
+                record.produced_at = time.monotonic()
+                self._hand_over(record)
+        self._last_report = time.monotonic()
 
     def flush(self, timeout: float = 60.0) -> None:
-        remaining = self._producer.flush(timeout)
-        assert remaining == 0, f"{remaining} send requests not acknowledged"
+        deadline = time.monotonic() + timeout
+        while len(self._producer) > 0 and time.monotonic() < deadline:
+            self._producer.poll(0.5)
+            self._replace_if_stalled()
+        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        assert remaining == 0, f"{remaining} send requests not acknowledged ({self.replacements} stuck producers replaced)"
         assert not self._ledger.errors, self._ledger.errors[:5]
 
 
