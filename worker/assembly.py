@@ -62,7 +62,7 @@ class Runtime:
         return RedisStateStore.from_settings(self.settings.redis, self.settings.state)
 
     def preference_end_offsets(self) -> CommittedEndOffsets:
-        return CommittedEndOffsets(self.admin(), self.settings.topics.preferences)
+        return CommittedEndOffsets(self.admin(), self.settings.topics.preferences, renew=self.admin)
 
 
 def build_applier(runtime: Runtime) -> PreferenceApplier:
