@@ -15,9 +15,15 @@ from worker.config import Settings
 #   decommissions the learned brokers (librdkafka #5600). The group coordinator
 #   cache keeps the decommissioned handle (#5511, fix pending in #5512), so
 #   send_offsets_to_transaction waits for a broker that never comes up, past its
-#   own timeout (#5456). Without it the broker handles survive and reconnect. A
-#   client whose brokers all changed address still recovers: the gate's watchdog
-#   (worker/kafka/transactions.py) exits it and the new process bootstraps anew.
+#   own timeout (#5456). Without it the broker handles survive and reconnect.
+#   The price: a client that loses every broker it knows does not find them
+#   again by itself. That happens when a stopping single broker answers a
+#   metadata request with no brokers at all (librdkafka then decommissions the
+#   only one it knows), or when every broker changed address. Each client is
+#   then replaced by a new one, which bootstraps anew: the transactional
+#   producer by the watchdog (worker/kafka/transactions.py), the gate consumer
+#   when its committed offsets time out (worker/gate/pipeline.py), the
+#   barrier's admin client after two unanswered requests (worker/kafka/offsets.py).
 # * reconnect backoff capped at 1 s instead of 10 s: after a few refused
 #   connections the wait between attempts grows to ~10 s (+50 % jitter), so the
 #   transaction coordinator was found up to 15 s after the broker was back.
