@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 from worker.config import Settings
 from worker.errors import KafkaFatal
 from worker.gate.outputs import Headers
+from worker.kafka.batches import available_batch
 from worker.kafka.classification import is_fatal
 from worker.kafka.clients import make_consumer, static_member_config, transactional_producer_config
 from worker.kafka.messages import partition_offset
@@ -79,7 +80,8 @@ class BareTransactionalLoop:
             while not self._stop.is_set and time.monotonic() < deadline:
                 if result.records >= max_messages and not self._in_transaction:
                     break
-                batch = self._consumer.consume(self._gate.batch_max_messages, self._gate.poll_timeout_seconds)
+                # The gate's call pattern (worker/kafka/batches.py), so the two differ only in the work between.
+                batch = available_batch(self._consumer, self._gate.batch_max_messages, self._gate.poll_timeout_seconds)
                 messages = [m for m in batch if _usable(m)]
                 if messages:
                     self._produce(messages)

@@ -31,7 +31,7 @@ class GateStalled(SendgateError):
 
 def _profiler() -> Any:
     """A started pyinstrument profiler of the calling thread."""
-    from pyinstrument import Profiler  # type: ignore[import-not-found]  # optional (--profile-gate), not a dependency
+    from pyinstrument import Profiler  # type: ignore[import-not-found, unused-ignore]  # optional (--profile-gate), not a dependency
 
     profiler = Profiler(interval=0.002)  # coarse enough to keep its own cost small
     profiler.start()
