@@ -1,7 +1,9 @@
 """``sendgate bench``: what the gate costs on this cluster, and whether it meets its targets.
 
 One run (:class:`~worker.bench.run.BenchRun`); results go to a rich table and a
-JSON file, next to the machine they ran on.
+JSON file, next to the machine they ran on. The baseline and the gate are run
+alternately, several times each (``--rounds``, ``--min-run-seconds``), so the
+figures come with their spread.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from worker.terminal import console, run_guarded
 @click.option("--clean-contacts", type=click.IntRange(min=1), default=None, help="Contacts without facts [250,000].")
 @click.option("--orgs", type=click.IntRange(min=1), default=None, help="Organizations [50].")
 @click.option("--partitions", type=click.IntRange(min=1), default=None, help="Partitions of the bench topics [6].")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Gate runs, each between two baseline runs (B G B ... B); medians and spread reported [3].")
+@click.option("--min-run-seconds", type=click.FloatRange(min=0), default=None,
+              help="Measured time of each baseline and gate run: passes over the sends repeat until reached [3].")
 @click.option("--latency-seconds", type=click.FloatRange(min=0.5), default=None, help="Length of the paced run [20].")
 @click.option("--latency-rate", type=click.FloatRange(min=1), default=None, help="Offered load, requests/s [half the gate's].")
 @click.option("--seed", type=int, default=None, help="Seed of the generated world [1].")

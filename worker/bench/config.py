@@ -24,6 +24,8 @@ class BenchConfig:
     clean_contacts: int = 250_000
     orgs: int = 50
     partitions: int = 6
+    rounds: int = 3  # gate runs, each between two baseline runs
+    min_run_seconds: float = 3.0  # measured time of each baseline and gate run, passes repeated until reached
     latency_seconds: float = 20.0
     latency_rate: float | None = None  # None: half the gate's measured throughput
     suppressed_share: float = 0.2
@@ -32,7 +34,7 @@ class BenchConfig:
 
 QUICK = BenchConfig(
     sends=2_000, opt_outs=3_000, contact_facts=300, sms_opt_ins=300, clean_contacts=1_000,
-    orgs=3, partitions=3, latency_seconds=2.0,
+    orgs=3, partitions=3, latency_seconds=2.0, rounds=1, min_run_seconds=0.0,
 )
 
 

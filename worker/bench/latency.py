@@ -14,9 +14,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from rich.console import Console
 
 from worker.bench.config import BenchFailed, now_ms
+from worker.bench.gate_timing import PHASES
 from worker.bench.plan import BenchPlan
 from worker.codec import AvroCodec
 from worker.config import Settings
+from worker.kafka.batches import available_batch
 from worker.kafka.clients import idempotent_producer_config
 from worker.loadgen.producing import ProduceReport, encoded_sends, produce_encoded, produce_sends
 from worker.loadgen.progress import progress_bar, tracked
@@ -34,9 +36,20 @@ def gate_process(settings: Settings, results: Any) -> None:
     runtime.stop.install_signal_handlers()
     try:
         progress = build_gate(runtime).run()
-        results.put({"progress": dataclasses.asdict(progress)})
+        results.put({"progress": dataclasses.asdict(progress), "phases": _phase_totals(runtime.metrics.registry)})
     except BaseException as exc:
         results.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _phase_totals(registry: Any) -> dict[str, dict[str, Any]]:
+    """Seconds and count per phase of the gate process (commit: one observation per transaction)."""
+    name = "sendgate_gate_batch_phase_seconds"
+    totals: dict[str, dict[str, Any]] = {}
+    for phase in PHASES:
+        count = registry.get_sample_value(f"{name}_count", {"phase": phase}) or 0.0
+        seconds = registry.get_sample_value(f"{name}_sum", {"phase": phase}) or 0.0
+        totals[phase] = {"seconds": round(seconds, 3), "count": int(count), "mean_ms": round(seconds / count * 1000, 2) if count else None}
+    return totals
 
 
 class LatencyProbe:
@@ -45,6 +58,12 @@ class LatencyProbe:
     Send times are taken by the producing loop (:meth:`stamped`) and looked up
     by message key, so while the clock runs neither side encodes or decodes
     Avro: on a 2-core box that work would be taken from the gate it measures.
+
+    Each latency is also split at the output record's timestamp (the gate's
+    ``produce()``, CreateTime): before it, the request waits for the gate
+    (broker, fetch, the gate's queue and its batch); after it, for the
+    transaction's commit and the probe's fetch. Which half grows says whether
+    the gate is behind its input or its commit cadence is the cost.
     """
 
     def __init__(self, settings: Settings, *, measured_prefix: bytes) -> None:
@@ -61,6 +80,8 @@ class LatencyProbe:
         )
         self.sent_at: dict[bytes, float] = {}
         self.latencies_ms: list[float] = []
+        self.to_output_ms: list[float] = []  # send → the gate's produce() of its output
+        self.output_to_visible_ms: list[float] = []  # that produce() → visible under read_committed
         self.seen = 0
         self.unmatched = 0
         self._stop = threading.Event()
@@ -93,9 +114,12 @@ class LatencyProbe:
 
     def _run(self) -> None:
         prefix, sent_at = self._prefix, self.sent_at
+        # Output timestamps are wall-clock milliseconds; send times are monotonic.
+        wall_minus_monotonic_ms = (time.time() - time.monotonic()) * 1000
         while not self._stop.is_set():
-            # A short wait: the clock is read when consume() returns, so its wait would be measured too.
-            messages = self._consumer.consume(1000, 0.005)
+            # Returns as soon as anything is there: the clock is read when it returns, so a wait
+            # for a fuller batch would be measured too.
+            messages = available_batch(self._consumer, 1000, 0.05)
             now = time.monotonic()
             for message in messages:
                 if message.error() is not None:
@@ -108,14 +132,22 @@ class LatencyProbe:
                 if sent is None:  # every output keeps its request's key: this would be a bench bug
                     self.unmatched += 1
                 else:
-                    self.latencies_ms.append((now - sent) * 1000)
+                    sent_ms, now_ms = sent * 1000, now * 1000
+                    produced_ms = message.timestamp()[1] - wall_minus_monotonic_ms
+                    self.latencies_ms.append(now_ms - sent_ms)
+                    self.to_output_ms.append(produced_ms - sent_ms)
+                    self.output_to_visible_ms.append(now_ms - produced_ms)
 
 
 def measure_latency(
     settings: Settings, plan: BenchPlan, codec: AvroCodec, *, rate: float, seconds: float, first_index: int,
-    console: Console | None,
+    console: Console | None, on_gate_started: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """End-to-end latency through a gate process at ``rate`` requests/s for ``seconds``."""
+    """End-to-end latency through a gate process at ``rate`` requests/s for ``seconds``.
+
+    ``on_gate_started`` is given the gate process's pid once it decides (a
+    profiler can attach to it, see tests/perf/bench_latency.py).
+    """
     context = multiprocessing.get_context("spawn")  # librdkafka threads do not survive fork
     results = context.Queue()
     child = context.Process(target=gate_process, args=(settings, results), name="sendgate-bench-gate", daemon=True)
@@ -135,6 +167,8 @@ def measure_latency(
         if not probe.wait_for(WARM_UP_RECORDS, timeout=120, alive=child.is_alive):
             raise BenchFailed(f"latency: the gate process decided {probe.seen} of {WARM_UP_RECORDS} warm-up requests "
                               f"(exit code {child.exitcode})")
+        if on_gate_started is not None and child.pid is not None:
+            on_gate_started(child.pid)
         with progress_bar(console) as progress:
             produce_encoded(
                 producer, topic, probe.stamped(measured), report, rate=rate,
@@ -167,12 +201,21 @@ def measure_latency(
         "p90_ms": _percentile(latencies, 0.90),
         "p99_ms": _percentile(latencies, 0.99),
         "max_ms": latencies[-1] if latencies else None,
+        "split_ms": {
+            "to_gate_produce": _summary(probe.to_output_ms),
+            "gate_produce_to_visible": _summary(probe.output_to_visible_ms),
+        },
         "commit_interval_ms": round(settings.gate.commit_interval_seconds * 1000),
         "gate_process": outcome,
         # Batches near batch_max_messages mean the gate process fell behind the
         # offered load: the percentiles then measure its queue, not its commit cadence.
         "gate_mean_batch": round(mean_batch, 1) if mean_batch else None,
     }
+
+
+def _summary(values: list[float]) -> dict[str, int | None]:
+    ordered = sorted(round(v) for v in values)
+    return {"p50": _percentile(ordered, 0.50), "p90": _percentile(ordered, 0.90), "p99": _percentile(ordered, 0.99)}
 
 
 def _percentile(ordered: list[int], q: float) -> int | None:

@@ -40,9 +40,9 @@ def render(console: Console, results: dict[str, Any]) -> None:
     gate, baseline = results.get("gate", {}), results.get("baseline", {})
     rebuild, latency = results.get("rebuild", {}), results.get("latency", {})
     rows = [
-        ("baseline (bare transactional loop)", f"{baseline.get('records_per_second', 0):,} records/s"),
-        ("gate", f"{gate.get('records_per_second', 0):,} records/s ({gate.get('suppressed_share', 0):.1%} suppressed)"),
-        ("gate / baseline", f"{results.get('ratio')}"),
+        ("baseline (bare transactional loop)", f"{baseline.get('records_per_second', 0):,} records/s{_runs(baseline)}"),
+        ("gate", f"{gate.get('records_per_second', 0):,} records/s{_runs(gate)}, {gate.get('suppressed_share', 0):.1%} suppressed"),
+        ("gate / baseline", f"{results.get('ratio')}{_ratio_runs(results)}"),
         ("state round trips per batch", f"{gate.get('round_trips_per_batch')} (EVALSHA: {gate.get('evalsha_per_batch')}, "
          f"{gate.get('mean_batch')} records/batch)"),
         (f"end-to-end at {latency.get('offered_rate', 0):,.0f}/s: p50 / p99",
@@ -66,6 +66,25 @@ def render(console: Console, results: dict[str, Any]) -> None:
     for name, check in results.get("targets", {}).items():
         targets.add_row(name, str(check["value"]), "[green]yes[/green]" if check["met"] else "[red]no[/red]")
     console.print(targets)
+
+
+def _runs(section: dict[str, Any]) -> str:
+    """The runs behind a median rate: their range and spread."""
+    runs = [run["records_per_second"] for run in section.get("runs", [])]
+    if len(runs) < 2:
+        return ""
+    return f" (median of {len(runs)}: {min(runs):,}–{max(runs):,}, spread {_percent(section.get('spread'))})"
+
+
+def _ratio_runs(results: dict[str, Any]) -> str:
+    ratios = results.get("ratio_runs", [])
+    if len(ratios) < 2:
+        return ""
+    return f" (median of {len(ratios)}: {min(ratios)}–{max(ratios)}, spread {_percent(results.get('ratio_spread'))})"
+
+
+def _percent(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1%}"
 
 
 def default_output() -> Path:

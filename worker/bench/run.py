@@ -3,8 +3,9 @@
 1. ``preload``  — the bench's preference topic (:class:`~worker.bench.plan.BenchPlan`): opt-outs and contact facts;
 2. ``rebuild``  — :func:`worker.ops.rebuild.rebuild` applies it into an empty store: events/s, Redis bytes per fact;
 3. ``sends``    — the send requests, about a fifth of them to be suppressed;
-4. ``baseline`` — the bare transactional loop over them (:mod:`worker.bench.baseline`);
+4. ``baseline`` — the bare transactional loop over them (:mod:`worker.bench.baseline`), and
 5. ``gate``     — the real gate over the same records: records/s, state round trips per batch, time per phase;
+   the two alternate, each run long enough to be steady (:mod:`worker.bench.throughput`);
 6. ``latency``  — a gate process at a fixed offered load below saturation (half the gate's rate,
    :mod:`worker.bench.latency`): from produce to visible under read_committed, p50/p99.
 """
@@ -29,11 +30,11 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from worker.bench.baseline import BareTransactionalLoop, measure_gate
-from worker.bench.config import BenchConfig, BenchFailed, bench_settings, now_ms
+from worker.bench.config import BenchConfig, bench_settings, now_ms
 from worker.bench.latency import measure_latency
 from worker.bench.plan import BenchPlan
 from worker.bench.report import check_targets
+from worker.bench.throughput import ThroughputComparison
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.errors import SendgateError
@@ -61,6 +62,7 @@ class BenchRun:
         )
         settings = self.names.main
         self._codec: AvroCodec | None = None  # made on first use: with a registry, making it is I/O
+        self._groups: list[str] = []  # consumer groups made by the throughput runs, deleted at teardown
         # Scanning and MEMORY USAGE over a million facts take longer than the workers' timeout.
         self._redis = redis.Redis.from_url(settings.redis.url, **{**settings.redis.client_kwargs(), "socket_timeout": 60})
 
@@ -75,21 +77,22 @@ class BenchRun:
         started = time.monotonic()
         self.results["started_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.results["machine"] = machine_info(self._redis, self.names.main)
-        stages: list[tuple[str, Callable[[], None]]] = [
+        # A stage that interleaves two (baseline and gate) returns the seconds of each.
+        stages: list[tuple[str, Callable[[], dict[str, float] | None]]] = [
             ("setup", self._setup),
             ("preload", self._preload),
             ("rebuild", self._rebuild),
             ("sends", self._produce_sends),
-            ("baseline", self._baseline),
-            ("gate", self._gate),
+            ("baseline and gate", self._throughput),
             ("latency", self._latency),
         ]
         try:
             for name, stage in stages:
                 stage_started = time.monotonic()
                 logger.info("bench stage", extra={"stage": name})
-                stage()
-                self.results["stages"][name] = round(time.monotonic() - stage_started, 2)
+                parts = stage()
+                for part, seconds in (parts or {name: time.monotonic() - stage_started}).items():
+                    self.results["stages"][part] = round(seconds, 2)
         finally:
             self._teardown()
             self._redis.close()
@@ -152,27 +155,13 @@ class BenchRun:
             "by_kind": dict(sorted(report.kinds.items())),
         }
 
-    def _baseline(self) -> None:
-        settings = self.names.baseline
-        loop = BareTransactionalLoop(
-            settings=settings, input_topic=settings.topics.requested, output_topic=settings.topics.allowed,
-            group_id=settings.gate.group_id,
-        )
-        result = loop.run(max_messages=self.config.sends)
-        if result.records < self.config.sends:
-            raise BenchFailed(f"baseline: moved {result.records} of {self.config.sends} records before its timeout")
-        self.results["baseline"] = {
-            "records": result.records, "seconds": round(result.seconds, 3),
-            "records_per_second": round(result.records_per_second), "batches": result.batches,
-            "transactions": result.transactions,
-        }
-
-    def _gate(self) -> None:
-        self.results["gate"] = measure_gate(
-            self.names.main, self.config.sends, self._redis, console=self.console, profile=self._profile_gate
-        )
-        baseline = self.results["baseline"]["records_per_second"]
-        self.results["ratio"] = round(self.results["gate"]["records_per_second"] / baseline, 3) if baseline else None
+    def _throughput(self) -> dict[str, float]:
+        comparison = ThroughputComparison(self.names, self.config, self._redis, console=self.console, profile=self._profile_gate)
+        try:
+            self.results.update(comparison.run())
+        finally:
+            self._groups.extend(comparison.groups)
+        return comparison.stage_seconds
 
     def _latency(self) -> None:
         rate = self.config.latency_rate or max(50.0, round(self.results["gate"]["records_per_second"] * 0.5, -1))
@@ -197,7 +186,7 @@ class BenchRun:
         finally:
             store.close()
         admin = AdminClient(main.kafka.common_config())
-        for future in admin.delete_consumer_groups(self.names.groups(), request_timeout=10).values():
+        for future in admin.delete_consumer_groups([*self.names.groups(), *self._groups], request_timeout=10).values():
             with contextlib.suppress(KafkaException):  # a group that never committed does not exist: nothing to delete
                 future.result()
 

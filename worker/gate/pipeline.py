@@ -32,6 +32,7 @@ from worker.gate.freshness import FreshStateReader
 from worker.gate.outputs import Headers, OutputBuilder
 from worker.gate.recovery import coordinator_answers_others, init_transactions_until_ready, raise_if_producer_fenced
 from worker.health import Health
+from worker.kafka.batches import available_batch
 from worker.kafka.classification import classify, is_fatal, kafka_error
 from worker.kafka.messages import partition_offset
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
@@ -184,7 +185,7 @@ class Gate:
     def _step(self) -> bool:
         started = time.perf_counter()
         timeout = self._consume_timeout()
-        messages = self._consumer.consume(self._gate.batch_max_messages, timeout)
+        messages = available_batch(self._consumer, self._gate.batch_max_messages, timeout)
         self._metrics.batch_phase.labels(phase="consume").observe(time.perf_counter() - started)
         if self._in_flight_dropped:
             # A rebalance dropped the batch in flight during consume(): what it
