@@ -88,6 +88,8 @@ class RedisSettings(BaseModel):
     """Per-command timeout; a slower Redis counts as unavailable and the gate fails closed."""
     connect_timeout_seconds: float = 2.0
     """Connection timeout."""
+    cluster: bool = False
+    """Talk to a Redis Cluster (redis-py's RedisCluster; ``url`` names any node) instead of one primary."""
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis.from_url(self.url, **kwargs)``."""
@@ -160,6 +162,10 @@ class StateSettings(BaseModel):
     """Prefix of every Redis key of the store."""
     buckets_per_org: int = Field(default=1024, ge=1, le=65536)
     """Small Redis hashes per organization holding its facts (compact listpack encoding); fixed per store generation."""
+    shards: int = Field(default=16, ge=1, le=16384)
+    """Shards of the store: bucket ``b`` of every organization lives in shard ``b % shards``, each shard one Redis
+    Cluster hash slot with its own meta and progress; recorded in the store (a mismatch is refused). Keep
+    ``buckets_per_org`` a multiple of it so every shard is used."""
     default_phone_region: str = "US"
     """Region assumed for phone numbers written without a country code."""
 

@@ -42,11 +42,11 @@ class CommitFailsOnce(MemoryStateStore):
         super().__init__()
         self.failures = 0
 
-    def commit_packed(self, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def commit_shards(self, **kwargs: Any):  # type: ignore[no-untyped-def]
         if self.failures == 0 and kwargs["writes"].keys:
             self.failures += 1
             raise StateUnavailable("Redis: connection reset (injected)")
-        return super().commit_packed(**kwargs)
+        return super().commit_shards(**kwargs)
 
 
 class Setup:

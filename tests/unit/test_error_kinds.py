@@ -31,7 +31,6 @@ from worker.state.errors import (
     IncompatibleLayout,
     OlderLayout,
     ProgressConflict,
-    RedisClusterRefused,
     StateChanged,
     StateNotReady,
     StateUnavailable,
@@ -94,14 +93,14 @@ KINDS_BY_FAMILY: dict[type[SendgateError], list[type[SendgateError]]] = {
                      OffsetsUnavailable, SchemaRegistryUnavailable],
     StateNotReady: [OlderLayout],
     StateChanged: [GenerationLost, ProgressConflict],
-    ConfigurationError: [IncompatibleLayout, RedisClusterRefused],
+    ConfigurationError: [IncompatibleLayout],
     KafkaFatal: [ProducerFatal],
 }
 KINDS_BY_EXIT_CODE: dict[ExitCode, list[type[SendgateError]]] = {
     ExitCode.UNREACHABLE: [StateUnavailable, KafkaRetriable, OffsetsUnavailable, SchemaRegistryUnavailable],
     ExitCode.STATE_FATAL: [StateNotReady, OlderLayout, GenerationLost, ProgressConflict],
     ExitCode.KAFKA_FATAL: [TransactionAborted, ProducerFatal],
-    ExitCode.CONFIG: [IncompatibleLayout, RedisClusterRefused],
+    ExitCode.CONFIG: [IncompatibleLayout],
 }
 
 

@@ -91,6 +91,7 @@ def build_core(
         hash_secret=state.hash_secret.get_secret_value(),
         key_prefix=state.key_prefix,
         buckets_per_org=state.buckets_per_org,
+        shards=state.shards,
         policy_version=settings.gate.policy_version,
         gate_instance=settings.gate.instance_id,
         send_schema_id=codec.schema_id("SendRequest"),

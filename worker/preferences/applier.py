@@ -1,7 +1,11 @@
 """The preference applier's run loop: consume → plan → read → apply → reject → commit → tally.
 
-Progress lives in the state store, committed atomically with the facts it
-covers; Kafka consumer-group offsets are only written for lag dashboards.
+Progress lives in the state store, per shard, committed atomically with the
+facts of that shard it covers; Kafka consumer-group offsets are only written
+for lag dashboards. A shard that comes back older or empty (a Redis Cluster
+failover) is noticed on commit or by its missing generation, and re-applied
+from its own progress: the consumer rewinds to the least progress of any
+shard, and a batch is committed only to the shards that have not applied it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from worker.preferences.core import build_applier_core
 from worker.preferences.rejections import Rejection, RejectionWriter
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
 from worker.state.errors import GenerationLost, OlderLayout, ProgressConflict, StateUnavailable
-from worker.state.store import PackedWrites, StateStore, StoreStatus
+from worker.state.store import PackedWrites, ShardCommit, StateStore, StoreStatus
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +90,11 @@ class PreferenceApplier:
         self._core = build_applier_core(settings, codec)
         self._backoff = Backoff(settings.gate.backoff_initial_seconds, settings.gate.backoff_max_seconds)
         self.progress = ApplierProgress()
-        self._generation: str | None = None
-        self._expected: dict[int, int] = {}
+        # Per shard: its generation, its status, and per assigned partition the progress it holds (-1: none).
+        self._generations: dict[int, str | None] = {}
+        self._shard_status: dict[int, StoreStatus] = {}
+        self._expected: dict[int, dict[int, int]] = {}
+        self._assigned: set[int] = set()
         self._resync_requested = False
         # Per partition: below this offset, the group's rejections were published before.
         self._published: dict[int, int] = {}
@@ -127,23 +134,30 @@ class PreferenceApplier:
             self._store.clear()
             status = self._store.status()
         if status.generation is None:
+            lost = [n for n, part in status.shards.items() if part.generation is None]
             targets = self._end_offsets.read()
-            status = self._store.begin_generation(targets)
+            status = self._store.begin_generation(targets)  # only the shards without one begin anew
             self.progress.rebuilds += 1
             self._metrics.state_generation_resets.inc()
             logger.warning(
-                "state store is empty (no generation marker): rebuilding from the beginning of the topic",
-                extra={"topic": self._topic, "targets": targets, "generation": status.generation},
+                "state shards are empty (no generation marker): rebuilding them from the beginning of the topic",
+                extra={"topic": self._topic, "targets": targets, "shards": lost, "generation": status.generation},
             )
-        self._generation = status.generation
+        self._generations = {n: part.generation for n, part in status.shards.items()}
+        self._shard_status = dict(status.shards)
         self.progress.status = status
         self._metrics.state_ready.set(1 if status.ready else 0)
         return status
 
+    def _changed_shards(self, status: StoreStatus) -> list[int]:
+        """The shards whose generation is not the one this applier works on."""
+        return sorted(n for n, part in status.shards.items() if part.generation != self._generations.get(n))
+
     def _run_generation(self, *, until_ready: bool, idle_exit_seconds: float | None) -> bool:
         self._ensure_generation()
         consumer = self._consumer_factory()
-        self._expected = {}
+        self._expected = {shard: {} for shard in range(self._store.shard_count)}
+        self._assigned = set()
         self._published = {}
         self._resync_requested = False
         self._consumer_dead = False
@@ -198,12 +212,16 @@ class PreferenceApplier:
         except StateUnavailable:
             self._resync_requested = True
             status = self.progress.status
-        if status.generation != self._generation:
+        if self._changed_shards(status):
             self._resync_requested = True
         for tp in partitions:
-            stored = status.progress.get(tp.partition)
-            tp.offset = stored if stored is not None else OFFSET_BEGINNING
-            self._expected[tp.partition] = stored if stored is not None else -1
+            # From the least progress of any shard: a shard that lost events re-applies them,
+            # and the shards that hold them are not written again (_shard_commits).
+            held = [part.progress.get(tp.partition) for part in status.shards.values()]
+            tp.offset = OFFSET_BEGINNING if None in held or not held else min(o for o in held if o is not None)
+            for shard, part in status.shards.items():
+                self._expected.setdefault(shard, {})[tp.partition] = part.progress.get(tp.partition, -1)
+            self._assigned.add(tp.partition)
         consumer.assign(partitions)
         logger.info(
             "applier assigned",
@@ -212,7 +230,9 @@ class PreferenceApplier:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self._expected.pop(tp.partition, None)
+            self._assigned.discard(tp.partition)
+            for held in self._expected.values():
+                held.pop(tp.partition, None)
 
     def _apply_batch(self, consumer: Consumer, messages: list[Message]) -> None:
         started = time.perf_counter()
@@ -221,19 +241,13 @@ class PreferenceApplier:
             return
         planned = self._core.plan([m.value() for m in batch], [m.key() for m in batch])
         snapshot = self._store.read_packed(planned.keys, planned.fields, planned.fact_count)
-        if snapshot.status.generation != self._generation:
-            raise GenerationLost("the store's generation changed while applying a batch")
+        changed = self._changed_shards(snapshot.status)
+        if changed:
+            raise GenerationLost(f"the generation of shards {changed} changed while applying a batch")
         applied = planned.apply(snapshot.found)
         rejections = self._rejections_of(batch, planned, applied)
         self._rejections.write(self._not_yet_published(consumer, rejections))
-        status = self._store.commit_packed(
-            generation=self._generation or "",
-            expected={p: self._expected[p] for p in progress},
-            progress=progress,
-            writes=PackedWrites(applied.keys, applied.writes),
-        )
-        self._expected.update(progress)
-        self._after_commit(status)
+        self._commit_shards(progress, PackedWrites(applied.keys, applied.writes))
         self._commit_group_offsets(consumer, progress)
         self._count_miskeyed(batch, planned)  # once applied: a batch applied again counts again otherwise
         for (kind, result), n in applied.tallies.items():
@@ -245,11 +259,40 @@ class PreferenceApplier:
         self.progress.batches += 1
         self._metrics.preference_batch_seconds.observe(time.perf_counter() - started)
 
+    def _commit_shards(self, progress: dict[int, int], writes: PackedWrites) -> None:
+        """Commit ``writes`` and ``progress`` to every shard that has not applied the batch yet.
+
+        A shard behind on any of the batch's partitions gets all its writes
+        (re-applying an event it holds changes nothing: application is
+        idempotent and order-tolerant) and its progress; a shard holding the
+        whole batch is left alone. Shards the batch writes nothing to still
+        get their progress, so the freshness barrier passes them.
+        """
+        commits: dict[int, ShardCommit] = {}
+        for shard, held in self._expected.items():
+            moved = {p: o for p, o in progress.items() if held.get(p, -1) < o}
+            if moved:
+                generation = self._generations.get(shard) or ""
+                commits[shard] = ShardCommit(generation=generation, expected={p: held.get(p, -1) for p in moved}, progress=moved)
+        if not commits:
+            return
+        split = writes.by_shard(self._store.shard_of)
+        kept = [shard for shard in split if shard in commits]
+        status = self._store.commit_shards(
+            shards=commits,
+            writes=PackedWrites(
+                [k for shard in kept for k in split[shard].keys], [w for shard in kept for w in split[shard].writes]
+            ),
+        )
+        for shard, part in commits.items():
+            self._expected[shard].update(part.progress)
+        self._after_commit(status)
+
     def _take(self, messages: list[Message]) -> tuple[list[Message], dict[int, int]]:
         """The messages this applier applies (its partitions' events) and the progress they make."""
         batch: list[Message] = []
         progress: dict[int, int] = {}
-        expected = self._expected
+        expected = self._assigned
         for message in messages:
             error = message.error()
             if error is not None:
@@ -330,31 +373,29 @@ class PreferenceApplier:
         assignment = consumer.assignment()
         if not assignment:
             return
-        moved = {
-            tp.partition: tp.offset
-            for tp in consumer.position(assignment)
-            if tp.partition in self._expected and tp.offset >= 0 and tp.offset > self._expected[tp.partition]
+        positions = {
+            tp.partition: tp.offset for tp in consumer.position(assignment) if tp.partition in self._assigned and tp.offset >= 0
         }
-        if not moved and self.progress.status.ready:
-            # Idle: still look at the marker, so an emptied Redis is rebuilt before
-            # the next event arrives rather than after.
-            if self._store.status().generation != self._generation:
-                raise GenerationLost("the store's generation marker is gone or changed")
+        behind = any(held.get(p, -1) < o for held in self._expected.values() for p, o in positions.items())
+        if not behind:
+            # Idle: still look at the markers, so an emptied shard is rebuilt before
+            # the next event arrives rather than after, and see readiness that
+            # another applier's commits brought.
+            status = self._store.status()
+            changed = self._changed_shards(status)
+            if changed:
+                raise GenerationLost(f"the generation marker of shards {changed} is gone or changed")
+            self._after_commit(status)
             return
-        status = self._store.commit(
-            generation=self._generation or "",
-            expected={p: self._expected[p] for p in moved},
-            progress=moved,
-            writes={},
-        )
-        self._expected.update(moved)
-        self._after_commit(status)
+        self._commit_shards(positions, PackedWrites([], []))
 
     def _after_commit(self, status: StoreStatus) -> None:
-        if status.ready and not self.progress.status.ready:
-            logger.info("state store ready", extra={"generation": status.generation, "applied": dict(status.progress)})
-        self.progress.status = status
-        self._metrics.state_ready.set(1 if status.ready else 0)
+        self._shard_status.update(status.shards)
+        combined = StoreStatus.combine(self._shard_status)
+        if combined.ready and not self.progress.status.ready:
+            logger.info("state store ready", extra={"generation": combined.generation, "applied": dict(combined.progress)})
+        self.progress.status = combined
+        self._metrics.state_ready.set(1 if combined.ready else 0)
 
     def _observe_lag(self) -> None:
         try:

@@ -46,6 +46,7 @@ def build_applier_core(settings: Settings, codec: AvroCodec, *, fallback: Applie
         hash_secret=state.hash_secret.get_secret_value(),
         key_prefix=state.key_prefix,
         buckets_per_org=state.buckets_per_org,
+        shards=state.shards,
         event_schema_id=codec.schema_id("PreferenceEvent"),
         fallback=fallback or ApplierFallback(codec=codec, default_phone_region=state.default_phone_region),
     )

@@ -9,8 +9,11 @@ share a hash bucket, the gate hashes each subject once per request, and a
 batch read sends one packed string of fields per bucket.
 
 Facts are spread over ``buckets_per_org`` small hashes per organization so
-each stays in Redis' compact listpack encoding. All keys of an organization
-share one hash tag, so a Redis Cluster would keep them in one slot.
+each stays in Redis' compact listpack encoding. The store is split into
+``shards``: bucket ``b`` of every organization lives in shard ``b % shards``,
+and every key of shard ``N`` (its fact hashes and its meta hash) carries the
+hash tag ``{s<N>}``, so each script touches one Redis Cluster slot and one
+large organization is spread over every shard.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from worker.config import StateSettings
 from worker.policy.facts import FactKey, FactKind
 
 # 3: SMS consent holds its event times (SmsConsent); a store of 2 holds "in"/"out" and is rebuilt.
-LAYOUT_VERSION = "3"
+# 4: sharded: keys carry a shard hash tag, meta and progress are per shard; a store of 3 is rebuilt.
+LAYOUT_VERSION = "4"
 SUBJECT_DIGEST_BYTES = 12
 QUALIFIER_DIGEST_BYTES = 6
 FIELD_BYTES = SUBJECT_DIGEST_BYTES + 1 + QUALIFIER_DIGEST_BYTES
@@ -58,7 +62,9 @@ class FactAddressing:
         secret = settings.hash_secret.get_secret_value().encode()
         self._prefix = settings.key_prefix
         self.buckets = settings.buckets_per_org
-        self.meta_key = f"{self._prefix}:{{meta}}"
+        self.shards = settings.shards
+        self.meta_keys = [f"{self._prefix}:{{s{shard}}}:meta" for shard in range(self.shards)]
+        self.legacy_meta_key = f"{self._prefix}:{{meta}}"  # the one meta hash of layouts 1-3
         # Keyed once; each digest copies the keyed state instead of re-keying.
         self._subject_hasher = hashlib.blake2b(key=secret, digest_size=SUBJECT_DIGEST_BYTES, person=b"subject")
         self._qualifier_hasher = hashlib.blake2b(key=secret, digest_size=QUALIFIER_DIGEST_BYTES, person=b"qualifier")
@@ -115,7 +121,12 @@ class FactAddressing:
     def _bucket_key_uncached(self, org_id: str, bucket: int) -> str:
         hasher = self._org_hasher.copy()
         hasher.update(org_id.encode())
-        return f"{self._prefix}:{{{hasher.hexdigest()}}}:{bucket:x}"
+        return f"{self._prefix}:{{s{bucket % self.shards}}}:{hasher.hexdigest()}:{bucket:x}"
+
+    def shard_of(self, key: str) -> int:
+        """The shard of one of this store's keys (its ``{s<N>}`` hash tag)."""
+        start = len(self._prefix) + 3  # past "<prefix>:{s"
+        return int(key[start : key.index("}", start)])
 
     def key_pattern(self) -> str:
         """A SCAN pattern matching every key of this store."""

@@ -16,9 +16,13 @@ class StateNotReady(RetryableError):
 
 
 class StateChanged(RetryableError):
-    """The store changed under an applier's commit; nothing of the commit was written."""
+    """A shard changed under an applier's commit; nothing of that shard's commit was written."""
 
     exit_code = ExitCode.STATE_FATAL
+
+    def __init__(self, message: str, *, shard: int | None = None) -> None:
+        super().__init__(message)
+        self.shard = shard
 
 
 class GenerationLost(StateChanged):
@@ -40,6 +44,3 @@ class OlderLayout(StateNotReady):
 class IncompatibleLayout(ConfigurationError):
     """The store was written by a newer sendgate, whose layout this one cannot read: upgrade this one."""
 
-
-class RedisClusterRefused(ConfigurationError):
-    """The configured Redis runs in cluster mode; the state store needs a single primary."""

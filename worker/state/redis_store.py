@@ -1,23 +1,29 @@
-"""The Redis state store: facts in small hashes, status and progress in one meta hash."""
+"""The Redis state store: facts in small hashes, and per shard a meta hash with its status and progress.
+
+Every script touches the keys of one shard (one hash tag, one Redis Cluster
+slot). A batch read or commit sends one script call per shard in one
+pipeline: one round trip with a single primary, one per node with a cluster.
+"""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
 from worker.policy.facts import FactKey
 from worker.state import scripts
 from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing
+from worker.state.connection import Script, StateClient, connect, is_cluster, is_cluster_transient, run_pipelined
 from worker.state.errors import GenerationLost, IncompatibleLayout, OlderLayout, ProgressConflict, StateUnavailable
-from worker.state.store import PackedSnapshot, PackedWrites, Snapshot, StoreStatus
-from worker.state.topology import require_standalone
+from worker.state.store import PackedSnapshot, PackedWrites, ShardCommit, Snapshot, StoreStatus
 
 logger = logging.getLogger(__name__)
 
@@ -29,79 +35,122 @@ def _text(value: Any) -> str:
 
 
 class RedisStateStore:
-    """:class:`~worker.state.store.StateStore` on a single Redis server.
+    """:class:`~worker.state.store.StateStore` on one Redis primary or a Redis Cluster.
 
-    Every batch costs one script call (one round trip). Commits are atomic
-    scripts that also check the generation and the expected progress.
+    Commits are atomic per shard: a script that also checks the shard's
+    generation and the expected progress.
     """
 
-    def __init__(self, *, client: redis.Redis, addressing: FactAddressing) -> None:
+    def __init__(self, *, client: StateClient, addressing: FactAddressing) -> None:
         self._client = client
         self._addressing = addressing
-        self._read = client.register_script(scripts.READ)
-        self._commit = client.register_script(scripts.COMMIT)
-        self._begin = client.register_script(scripts.BEGIN_GENERATION)
+        self._read = Script(client, scripts.READ)
+        self._commit = Script(client, scripts.COMMIT)
+        self._begin = Script(client, scripts.BEGIN_GENERATION)
 
     @classmethod
     def from_settings(cls, redis_settings: RedisSettings, state_settings: StateSettings) -> RedisStateStore:
-        client = redis.Redis.from_url(redis_settings.url, **redis_settings.client_kwargs())
-        return cls(client=client, addressing=FactAddressing(state_settings))
+        return cls(client=connect(redis_settings), addressing=FactAddressing(state_settings))
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> StateClient:
         return self._client
+
+    @property
+    def shard_count(self) -> int:
+        return self._addressing.shards
+
+    def shard_of(self, key: str) -> int:
+        return self._addressing.shard_of(key)
 
     def close(self) -> None:
         self._client.close()
 
     def check(self) -> None:
-        require_standalone(self._client)  # the scripts span hash slots: a Redis Cluster cannot run them
-        policy = self._call(lambda: self._client.info("memory")).get("maxmemory_policy")
-        if policy != SAFE_EVICTION_POLICY:
-            raise ConfigurationError(
-                f"Redis maxmemory-policy is {policy!r}: sendgate needs {SAFE_EVICTION_POLICY!r}, "
-                "because an evicted opt-out would let a suppressed message through"
-            )
+        if is_cluster(self._client):
+            replies = self._call(lambda: self._client.info("memory", target_nodes=RedisCluster.PRIMARIES))
+            infos = list(replies.values()) if "maxmemory_policy" not in replies else [replies]
+        else:
+            infos = [self._call(lambda: self._client.info("memory"))]
+        for info in infos:
+            policy = info.get("maxmemory_policy")
+            if policy != SAFE_EVICTION_POLICY:
+                raise ConfigurationError(
+                    f"Redis maxmemory-policy is {policy!r}: sendgate needs {SAFE_EVICTION_POLICY!r}, "
+                    "because an evicted opt-out would let a suppressed message through"
+                )
 
     def status(self) -> StoreStatus:
-        flat = self._call(lambda: self._client.hgetall(self._addressing.meta_key))
-        return self._status({_text(k): _text(v) for k, v in flat.items()})
+        metas = self._addressing.meta_keys
+
+        def read_all() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for key in metas:
+                pipe.hgetall(key)
+            return list(pipe.execute())
+
+        flats = self._call(read_all)
+        shards = {n: self._status({_text(k): _text(v) for k, v in flat.items()}) for n, flat in enumerate(flats)}
+        combined = StoreStatus.combine(shards)
+        if all(part.generation is None for part in shards.values()):
+            self._refuse_unsharded_layout()
+        return combined
 
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         facts: dict[FactKey, str | None] = dict.fromkeys(keys)
         groups = self._addressing.group(facts)
-        reply = self._call(
-            lambda: self._read(
-                keys=[self._addressing.meta_key, *groups],
-                args=[FIELD_BYTES, *(b"".join(fields) for _, fields in groups.values())],
-            )
-        )
-        meta, read = reply[0], reply[1]
-        if read != len(facts) or len(reply) % 2:  # never decide on a partial answer
-            raise StateUnavailable(f"Redis: read script answered for {read} of {len(facts)} facts")
+        packed = self.read_packed(list(groups), [b"".join(fields) for _, fields in groups.values()], len(facts))
         # Positions count the facts hash by hash, in the order of ``groups``;
         # every fact not named in the reply is absent, as ``facts`` already says.
         in_reply_order = list(itertools.chain.from_iterable(wanted for wanted, _ in groups.values()))
-        for at in range(2, len(reply), 2):
-            facts[in_reply_order[reply[at] - 1]] = reply[at + 1].decode()
-        return Snapshot(facts=facts, status=self._status(self._pairs(meta)))
+        found = packed.found
+        for at in range(0, len(found), 2):
+            facts[in_reply_order[found[at] - 1]] = _text(found[at + 1])
+        return Snapshot(facts=facts, status=packed.status)
 
     def read_packed(self, keys: list[str], fields: list[bytes], fact_count: int) -> PackedSnapshot:
-        """:meth:`read` for facts the gate's core already laid out (its keys and packed fields)."""
-        reply = self._call(
-            lambda: self._read(keys=[self._addressing.meta_key, *keys], args=[FIELD_BYTES, *fields])
-        )
-        meta, read = reply[0], reply[1]
-        if read != fact_count or len(reply) % 2:  # never decide on a partial answer
+        """:meth:`read` for facts laid out by the compiled core: one script call per shard, pipelined."""
+        per_shard: dict[int, tuple[list[str], list[Any]]] = {}
+        base = 0
+        for key, packed in zip(keys, fields, strict=True):
+            shard_keys, args = per_shard.setdefault(self._addressing.shard_of(key), ([], [FIELD_BYTES]))
+            shard_keys.append(key)
+            args += [base, packed]
+            base += len(packed) // FIELD_BYTES
+        if not per_shard:  # nothing to read: the status alone says whether the store may be trusted
+            return PackedSnapshot(found=[], status=self.status())
+        order = sorted(per_shard)
+        calls = [(self._read, [self._addressing.meta_keys[n], *per_shard[n][0]], per_shard[n][1]) for n in order]
+        replies = self._pipelined(calls)
+        found: list[Any] = []
+        read = 0
+        shards: dict[int, StoreStatus] = {}
+        for shard, reply in zip(order, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise self._failure(reply, shard)
+            if len(reply) % 2:
+                raise StateUnavailable(f"Redis: shard {shard}'s read answered an odd reply")
+            shards[shard] = self._status(self._pairs(reply[0]))
+            read += reply[1]
+            found += reply[2:]
+        if read != fact_count:  # never decide on a partial answer
             raise StateUnavailable(f"Redis: read script answered for {read} of {fact_count} facts")
-        return PackedSnapshot(found=reply[2:], status=self._status(self._pairs(meta)))
+        return PackedSnapshot(found=found, status=StoreStatus.combine(shards))
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
-        args: list[Any] = [uuid.uuid4().hex, self._addressing.buckets, self._addressing.secret_fingerprint, LAYOUT_VERSION]
+        args: list[Any] = [
+            uuid.uuid4().hex, self._addressing.buckets, self._addressing.secret_fingerprint, LAYOUT_VERSION, self.shard_count,
+        ]
         for partition, target in sorted(targets.items()):
             args += [partition, target]
-        reply = self._call(lambda: self._begin(keys=[self._addressing.meta_key], args=args))
-        status = self._status(self._pairs(reply))
+        calls = [(self._begin, [meta], args) for meta in self._addressing.meta_keys]
+        replies = self._pipelined(calls)
+        shards: dict[int, StoreStatus] = {}
+        for shard, reply in enumerate(replies):
+            if isinstance(reply, Exception):
+                raise self._failure(reply, shard)
+            shards[shard] = self._status(self._pairs(reply))
+        status = StoreStatus.combine(shards)
         logger.info(
             "state generation in force",
             extra={"generation": status.generation, "ready": status.ready, "targets": dict(status.targets)},
@@ -118,50 +167,75 @@ class RedisStateStore:
     ) -> StoreStatus:
         facts = list(writes)
         cells = {where: writes[fact] for fact, where in zip(facts, self._addressing.locate_all(facts), strict=True)}
-        packed = PackedWrites.of(cells)
-        return self._commit_script(generation, expected, progress, packed)
+        every = ShardCommit(generation=generation, expected=expected, progress=progress)
+        return self.commit_shards(shards=dict.fromkeys(range(self.shard_count), every), writes=PackedWrites.of(cells))
 
-    def commit_packed(
-        self,
-        *,
-        generation: str,
-        expected: Mapping[int, int],
-        progress: Mapping[int, int],
-        writes: PackedWrites,
-    ) -> StoreStatus:
-        return self._commit_script(generation, expected, progress, writes)
-
-    def _commit_script(
-        self, generation: str, expected: Mapping[int, int], progress: Mapping[int, int], writes: PackedWrites
-    ) -> StoreStatus:
-        args: list[Any] = [generation, len(progress)]
-        for partition, offset in progress.items():
-            args += [partition, expected.get(partition, -1), offset]
-        args += [FIELD_BYTES, *writes.writes]
-        try:
-            reply = self._call(lambda: self._commit(keys=[self._addressing.meta_key, *writes.keys], args=args))
-        except StateUnavailable as exc:
-            cause = exc.__cause__
-            if isinstance(cause, redis.ResponseError):
-                message = str(cause)
-                if message.startswith("GENERATION"):
-                    raise GenerationLost(f"state generation changed under the applier ({message})") from cause
-                if message.startswith("CONFLICT"):
-                    raise ProgressConflict(message) from cause
-            raise
-        return self._status(self._pairs(reply))
+    def commit_shards(self, *, shards: Mapping[int, ShardCommit], writes: PackedWrites) -> StoreStatus:
+        split = writes.by_shard(self._addressing.shard_of)
+        strays = sorted(set(split) - set(shards))
+        if strays:
+            raise ValueError(f"writes for shards {strays}, which this commit does not name")
+        order = sorted(shards)
+        calls = []
+        for shard in order:
+            part = shards[shard]
+            shard_writes = split.get(shard, PackedWrites([], []))
+            args: list[Any] = [part.generation, len(part.progress)]
+            for partition, offset in part.progress.items():
+                args += [partition, part.expected.get(partition, -1), offset]
+            args += [FIELD_BYTES, *shard_writes.writes]
+            calls.append((self._commit, [self._addressing.meta_keys[shard], *shard_writes.keys], args))
+        replies = self._pipelined(calls)
+        statuses: dict[int, StoreStatus] = {}
+        failure: Exception | None = None
+        for shard, reply in zip(order, replies, strict=True):
+            if isinstance(reply, Exception):
+                failure = failure or self._failure(reply, shard)
+                continue
+            statuses[shard] = self._status(self._pairs(reply))
+        if failure is not None:
+            raise failure
+        return StoreStatus.combine(statuses)
 
     def clear(self) -> int:
         deleted = 0
-        pipe_batch: list[bytes] = []
-        for key in self._client.scan_iter(match=self._addressing.key_pattern(), count=1000):
-            pipe_batch.append(key)
-            if len(pipe_batch) >= 1000:
-                deleted += self._client.unlink(*pipe_batch)
-                pipe_batch.clear()
-        if pipe_batch:
-            deleted += self._client.unlink(*pipe_batch)
+        batch: list[bytes] = []
+        pattern = self._addressing.key_pattern()
+        keys = itertools.chain(self._client.scan_iter(match=pattern, count=1000), [None])
+        for key in keys:
+            if key is not None:
+                batch.append(key)
+            if batch and (key is None or len(batch) >= 1000):
+                deleted += self._call(lambda: self._client.unlink(*batch))
+                batch = []
         return deleted
+
+    def _pipelined(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        replies = self._call(lambda: run_pipelined(self._client, calls))
+        for reply in replies:  # a node down or a cluster in motion: the whole batch is retried
+            if isinstance(reply, redis.RedisError) and not isinstance(reply, redis.ResponseError):
+                raise StateUnavailable(f"Redis: {type(reply).__name__}: {reply}") from reply
+            if is_cluster_transient(reply):
+                raise StateUnavailable(f"Redis Cluster in motion: {reply}") from reply
+        return replies
+
+    @staticmethod
+    def _failure(reply: Exception, shard: int) -> Exception:
+        """The error a script's error reply stands for."""
+        message = str(reply)
+        if message.startswith("GENERATION"):
+            return GenerationLost(f"shard {shard}'s generation changed under the applier ({message})", shard=shard)
+        if message.startswith("CONFLICT"):
+            return ProgressConflict(f"shard {shard}: {message}", shard=shard)
+        error = StateUnavailable(f"Redis: shard {shard}: {type(reply).__name__}: {reply}")
+        error.__cause__ = reply
+        return error
+
+    def _refuse_unsharded_layout(self) -> None:
+        """A store of layout 3 or older kept one meta hash: report it, so the applier empties and rebuilds it."""
+        legacy = self._call(lambda: self._client.hgetall(self._addressing.legacy_meta_key))
+        if legacy:
+            self._check_compatible({_text(k): _text(v) for k, v in legacy.items()})
 
     def _status(self, meta: Mapping[str, str]) -> StoreStatus:
         if not meta.get("generation"):
@@ -198,6 +272,11 @@ class RedisStateStore:
             raise ConfigurationError(
                 f"the state store uses {meta.get('buckets')} buckets per organization but "
                 f"SENDGATE_STATE__BUCKETS_PER_ORG is {self._addressing.buckets}: align them or rebuild"
+            )
+        if meta.get("shards") != str(self._addressing.shards):
+            raise ConfigurationError(
+                f"the state store is split into {meta.get('shards')} shards but SENDGATE_STATE__SHARDS is "
+                f"{self._addressing.shards}: align them, or rebuild the store (sendgate rebuild-state)"
             )
 
     @staticmethod

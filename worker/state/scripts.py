@@ -1,18 +1,26 @@
-"""Lua scripts of the Redis store: each runs as one atomic command and one round trip."""
+"""Lua scripts of the Redis store: each runs as one atomic command on one shard.
 
-# KEYS[1] = meta hash, KEYS[2..] = distinct fact hashes; ARGV[1] = the field
-# size, ARGV[i + 1] = the fields wanted from KEYS[i + 1], concatenated (one
-# string per hash keeps the command small to pack). Returns {meta as a flat
-# list, the number of fields read, then (position, value) of each field that
-# holds a value}; positions count fields hash by hash from 1. Most fields are
-# absent, so the reply carries only the few that are not.
+Every script names only keys of one shard (one hash tag), so a Redis Cluster
+runs it on the node owning that shard's slot; a batch sends one call per
+shard it touches, pipelined.
+"""
+
+# KEYS[1] = the shard's meta hash, KEYS[2..] = distinct fact hashes of the
+# shard; ARGV[1] = the field size, then per fact hash KEYS[i] (i from 2) the
+# position in the batch of its first field less one (ARGV[2i - 2]) and the
+# fields wanted from it, concatenated (ARGV[2i - 1]; one string per hash keeps
+# the command small to pack). Returns {meta as a flat list, the number of
+# fields read, then (position, value) of each field that holds a value};
+# positions count the batch's fields hash by hash from 1, across shards. Most
+# fields are absent, so the reply carries only the few that are not.
 READ = """
 local out = {redis.call('HGETALL', KEYS[1]), 0}
 local size = tonumber(ARGV[1])
 local n = 0
 local last = 2
 for i = 2, #KEYS do
-  local packed = ARGV[i]
+  local base = tonumber(ARGV[2 * i - 2])
+  local packed = ARGV[2 * i - 1]
   local fields = {}
   for j = 1, #packed, size do
     fields[#fields + 1] = string.sub(packed, j, j + size - 1)
@@ -21,7 +29,7 @@ for i = 2, #KEYS do
   for j = 1, #values do
     n = n + 1
     if values[j] then
-      out[last + 1] = n
+      out[last + 1] = base + j
       out[last + 2] = values[j]
       last = last + 2
     end
@@ -47,7 +55,7 @@ local function mark_ready(meta)
 end
 """
 
-# KEYS[1] = meta, KEYS[2..] = distinct fact hashes.
+# KEYS[1] = the shard's meta, KEYS[2..] = distinct fact hashes of the shard.
 # ARGV: generation, partition count n, n × (partition, expected, new), the field
 # size, then per fact hash one string of its writes, each a field, the value's
 # length (4 bytes, big-endian) and the value: a few large arguments instead of
@@ -94,9 +102,10 @@ return redis.call('HGETALL', meta)
 """
 )
 
-# KEYS[1] = meta. ARGV: generation, buckets, fingerprint, layout, then (partition, target) pairs.
-# Creates the generation only when none exists, so two appliers starting on an
-# empty Redis agree on one generation.
+# KEYS[1] = the shard's meta. ARGV: generation, buckets, fingerprint, layout, shards, then
+# (partition, target) pairs. Creates the shard's generation only when none exists, so two
+# appliers starting on an empty Redis agree on one generation, and a shard that survived
+# keeps its own while a lost one begins anew.
 BEGIN_GENERATION = (
     _MARK_READY
     + """
@@ -105,8 +114,9 @@ if redis.call('HEXISTS', meta, 'generation') == 1 then
   return redis.call('HGETALL', meta)
 end
 redis.call('DEL', meta)
-redis.call('HSET', meta, 'generation', ARGV[1], 'buckets', ARGV[2], 'fingerprint', ARGV[3], 'layout', ARGV[4], 'ready', '0')
-for i = 5, #ARGV, 2 do
+redis.call('HSET', meta, 'generation', ARGV[1], 'buckets', ARGV[2], 'fingerprint', ARGV[3], 'layout', ARGV[4],
+  'shards', ARGV[5], 'ready', '0')
+for i = 6, #ARGV, 2 do
   redis.call('HSET', meta, 'target:' .. ARGV[i], ARGV[i + 1])
 end
 mark_ready(meta)

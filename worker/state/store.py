@@ -1,16 +1,19 @@
 """What every state store offers the gate and the applier.
 
-The store keeps suppression facts together with the preference applier's
-progress (per partition of ``preferences.changed``, the next offset not yet
-applied) and a *generation marker*. The marker tells a populated store from an
-emptied or new one: when it is missing, nothing may be allowed until the
-applier has rebuilt the state from the beginning of the topic up to the
-targets recorded when the generation began.
+The store is split into shards (:mod:`worker.state.addressing`). Each shard
+keeps its suppression facts together with the preference applier's progress
+(per partition of ``preferences.changed``, the next offset not yet applied to
+that shard) and a *generation marker*. The marker tells a populated shard from
+an emptied or new one: when it is missing, nothing read from that shard may be
+allowed until the applier has rebuilt it from the beginning of the topic up to
+the targets recorded when its generation began. Every shard is always a
+consistent prefix of the history: its facts and its progress are committed
+together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,10 +28,37 @@ class StoreStatus:
     ready: bool = False
     progress: Mapping[int, int] = field(default_factory=dict)
     targets: Mapping[int, int] = field(default_factory=dict)
+    shards: Mapping[int, StoreStatus] = field(default_factory=dict)
+    """Per shard, its own status (empty in a shard's own status)."""
+
+    @classmethod
+    def combine(cls, shards: Mapping[int, StoreStatus]) -> StoreStatus:
+        """The status of several shards read together: only as good as the worst of them.
+
+        No generation when any shard has none; ready only when all are; per
+        partition the least progress (a shard without a partition has 0).
+        """
+        if not shards:
+            return cls()
+        parts = list(shards.values())
+        generations = {part.generation for part in parts}
+        partitions = {p for part in parts for p in part.progress}
+        targeted = {p for part in parts for p in part.targets}
+        return cls(
+            generation=None if None in generations else "+".join(sorted(g for g in generations if g)),
+            ready=all(part.ready for part in parts),
+            progress={p: min(part.progress.get(p, 0) for part in parts) for p in partitions},
+            targets={p: max(part.targets.get(p, 0) for part in parts) for p in targeted},
+            shards=dict(shards),
+        )
 
     def covers(self, offsets: Mapping[int, int]) -> bool:
         """True when the applied progress reaches every given partition offset."""
         return all(self.progress.get(partition, 0) >= offset for partition, offset in offsets.items())
+
+    def not_ready_shards(self) -> list[int]:
+        """The shards (of a combined status) that are empty or being rebuilt."""
+        return sorted(n for n, part in self.shards.items() if part.generation is None or not part.ready)
 
     def describe(self) -> str:
         """A compact, log- and header-friendly account of the state a decision saw."""
@@ -50,6 +80,15 @@ class PackedSnapshot:
 
     found: list[Any]
     status: StoreStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCommit:
+    """One shard's part of an applier's commit: its generation, the progress expected there, the new progress."""
+
+    generation: str
+    expected: Mapping[int, int]
+    progress: Mapping[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +125,31 @@ class PackedWrites:
                 pos = start + length
         return out
 
+    def by_shard(self, shard_of: Callable[[str], int]) -> dict[int, PackedWrites]:
+        """These writes split by the shard of their hash key."""
+        split: dict[int, tuple[list[str], list[bytes]]] = {}
+        for key, packed in zip(self.keys, self.writes, strict=True):
+            keys, writes = split.setdefault(shard_of(key), ([], []))
+            keys.append(key)
+            writes.append(packed)
+        return {shard: PackedWrites(keys, writes) for shard, (keys, writes) in split.items()}
 
 
 class StateStore(Protocol):
-    """The operations the workers need; all reads of one batch are one round trip."""
+    """The operations the workers need; all reads of one batch are one round trip per Redis node."""
+
+    @property
+    def shard_count(self) -> int:
+        """How many shards the store is split into."""
+
+    def shard_of(self, key: str) -> int:
+        """The shard of one of the store's hash keys."""
 
     def check(self) -> None:
         """Refuse unsafe configurations (e.g. a Redis that evicts keys)."""
 
-    def status(self) -> StoreStatus: ...
+    def status(self) -> StoreStatus:
+        """Every shard's status, combined (:meth:`StoreStatus.combine`)."""
 
     def read(self, keys: Iterable[FactKey]) -> Snapshot:
         """Read the given facts and the status at once."""
@@ -103,7 +158,10 @@ class StateStore(Protocol):
         """:meth:`read` for facts the compiled core laid out: its hash keys and their packed fields."""
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
-        """Start a new, empty generation that becomes ready once progress reaches ``targets``."""
+        """Start a new, empty generation in every shard that has none; it becomes ready once progress reaches ``targets``.
+
+        Shards that hold a generation keep it (a lost shard is rebuilt alone).
+        """
 
     def commit(
         self,
@@ -113,7 +171,7 @@ class StateStore(Protocol):
         progress: Mapping[int, int],
         writes: Mapping[FactKey, str],
     ) -> StoreStatus:
-        """Atomically write facts and advance progress.
+        """Write facts and advance progress in every shard, each shard atomically (tools and tests).
 
         ``expected`` holds the progress this applier believes is stored (-1 for
         none); any difference raises :class:`ProgressConflict`, and a missing or
@@ -121,15 +179,14 @@ class StateStore(Protocol):
         emptied Redis never receives half a history.
         """
 
-    def commit_packed(
-        self,
-        *,
-        generation: str,
-        expected: Mapping[int, int],
-        progress: Mapping[int, int],
-        writes: PackedWrites,
-    ) -> StoreStatus:
-        """:meth:`commit` for writes the compiled core packed (same checks, same atomicity)."""
+    def commit_shards(self, *, shards: Mapping[int, ShardCommit], writes: PackedWrites) -> StoreStatus:
+        """Commit each shard of ``shards`` atomically: its writes and its progress, checked as :meth:`commit` does.
+
+        Every write must belong to a shard of ``shards``. Shards succeed or fail
+        one by one; the first failure (:class:`GenerationLost` or
+        :class:`ProgressConflict`, naming the shard) is raised after all were
+        tried, so the caller resynchronises with what the shards hold.
+        """
 
     def clear(self) -> int:
         """Delete every key of this store (facts and metadata); returns how many."""

@@ -74,10 +74,10 @@ pub struct ApplierCore {
 #[pymethods]
 impl ApplierCore {
     #[new]
-    #[pyo3(signature = (*, hash_secret, key_prefix, buckets_per_org, event_schema_id, fallback, release_gil = true))]
-    fn new(hash_secret: &str, key_prefix: &str, buckets_per_org: u32, event_schema_id: u32, fallback: Py<PyAny>, release_gil: bool) -> PyResult<Self> {
+    #[pyo3(signature = (*, hash_secret, key_prefix, buckets_per_org, shards, event_schema_id, fallback, release_gil = true))]
+    fn new(hash_secret: &str, key_prefix: &str, buckets_per_org: u32, shards: u32, event_schema_id: u32, fallback: Py<PyAny>, release_gil: bool) -> PyResult<Self> {
         Ok(ApplierCore {
-            addressing: Addressing::new(hash_secret.as_bytes(), key_prefix, buckets_per_org).map_err(value_error)?,
+            addressing: Addressing::new(hash_secret.as_bytes(), key_prefix, buckets_per_org, shards).map_err(value_error)?,
             event_schema_id,
             fallback,
             release_gil,

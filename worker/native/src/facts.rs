@@ -59,6 +59,7 @@ pub struct FactKey<'a> {
 pub struct Addressing {
     prefix: String,
     buckets: u32,
+    shards: u32,
     subject: State,
     qualifier: State,
     org: State,
@@ -69,16 +70,20 @@ fn keyed(secret: &[u8], size: usize, person: &[u8]) -> State {
 }
 
 impl Addressing {
-    pub fn new(secret: &[u8], prefix: &str, buckets: u32) -> Result<Self, String> {
+    pub fn new(secret: &[u8], prefix: &str, buckets: u32, shards: u32) -> Result<Self, String> {
         if secret.len() > MAX_KEY_BYTES {
             return Err(format!("hash secret is {} bytes; BLAKE2b keys are at most {MAX_KEY_BYTES}", secret.len()));
         }
         if buckets == 0 {
             return Err("buckets_per_org must be at least 1".to_owned());
         }
+        if shards == 0 {
+            return Err("shards must be at least 1".to_owned());
+        }
         Ok(Addressing {
             prefix: prefix.to_owned(),
             buckets,
+            shards,
             subject: keyed(secret, SUBJECT_DIGEST_BYTES, b"subject"),
             qualifier: keyed(secret, QUALIFIER_DIGEST_BYTES, b"qualifier"),
             org: keyed(secret, ORG_TAG_BYTES, b"org"),
@@ -95,9 +100,9 @@ impl Addressing {
         (digest, bucket)
     }
 
-    /// `FactAddressing._bucket_key`.
+    /// `FactAddressing._bucket_key`: the shard's hash tag keeps each shard in one Redis Cluster slot.
     fn bucket_key(&self, org_tag: &str, bucket: u32) -> String {
-        format!("{}:{{{}}}:{:x}", self.prefix, org_tag, bucket)
+        format!("{}:{{s{}}}:{}:{:x}", self.prefix, bucket % self.shards, org_tag, bucket)
     }
 
     fn org_tag(&self, org_id: &str) -> String {
@@ -419,7 +424,7 @@ mod tests {
 
     #[test]
     fn the_table_dedupes_and_the_layout_groups_by_hash() {
-        let addressing = Addressing::new(b"secret", "sg", 4).unwrap();
+        let addressing = Addressing::new(b"secret", "sg", 4, 2).unwrap();
         let mut table = FactTable::default();
         let key = |kind, subject, qualifier| FactKey { org_id: "o", kind, subject, qualifier };
         let a = table.intern(key(FactKind::EmailOptOutOrganization, "a@b.c", None));
@@ -429,7 +434,7 @@ mod tests {
         assert_eq!(layout.keys.len(), 1);
         assert_eq!(layout.fields[0].len(), 2 * FIELD_BYTES);
         assert_eq!(layout.reply_order, vec![a, b]);
-        assert!(layout.keys[0].starts_with("sg:{"));
+        assert!(layout.keys[0].starts_with("sg:{s"));
         assert_eq!(&layout.located[a].1[SUBJECT_DIGEST_BYTES + 1..], &[0u8; QUALIFIER_DIGEST_BYTES]);
     }
 }

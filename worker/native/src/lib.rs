@@ -95,7 +95,7 @@ pub struct GateCore {
 #[pymethods]
 impl GateCore {
     #[new]
-    #[pyo3(signature = (*, hash_secret, key_prefix, buckets_per_org, policy_version, gate_instance,
+    #[pyo3(signature = (*, hash_secret, key_prefix, buckets_per_org, shards, policy_version, gate_instance,
                         send_schema_id, suppressed_schema_id, reason_symbols, latency_bounds, fallback,
                         release_gil = true))]
     #[allow(clippy::too_many_arguments)] // keyword-only settings, one per field
@@ -103,6 +103,7 @@ impl GateCore {
         hash_secret: &str,
         key_prefix: &str,
         buckets_per_org: u32,
+        shards: u32,
         policy_version: &str,
         gate_instance: &str,
         send_schema_id: u32,
@@ -113,7 +114,7 @@ impl GateCore {
         release_gil: bool,
     ) -> PyResult<Self> {
         Ok(GateCore {
-            addressing: Addressing::new(hash_secret.as_bytes(), key_prefix, buckets_per_org).map_err(value_error)?,
+            addressing: Addressing::new(hash_secret.as_bytes(), key_prefix, buckets_per_org, shards).map_err(value_error)?,
             send_schema_id,
             writer: SuppressedWriter::new(suppressed_schema_id, &reason_symbols, policy_version, gate_instance)
                 .map_err(value_error)?,

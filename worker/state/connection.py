@@ -1,0 +1,89 @@
+"""The Redis client of the state store: one primary, or a Redis Cluster.
+
+``SENDGATE_REDIS__CLUSTER=true`` selects redis-py's ``RedisCluster`` (the URL
+names any node; the client learns the slot map from it). Every script of the
+store touches the keys of one shard, whose hash tag puts them in one slot, so
+the cluster client routes each call to the node owning it; a pipeline is
+grouped by node, so a batch costs one round trip per node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+from worker.config import RedisSettings
+
+logger = logging.getLogger(__name__)
+
+StateClient = redis.Redis | RedisCluster
+
+# A cluster in motion (failover, resharding) answers with these; the gate retries its batch.
+_CLUSTER_TRANSIENT = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def connect(settings: RedisSettings) -> StateClient:
+    """A client for ``settings``; no network I/O happens here."""
+    if settings.cluster:
+        # The client's own retries are kept short: the store turns a failure into
+        # StateUnavailable and the caller's backoff (fail closed meanwhile) takes over.
+        return RedisCluster.from_url(settings.url, **settings.client_kwargs(), cluster_error_retry_attempts=1)
+    return redis.Redis.from_url(settings.url, **settings.client_kwargs())
+
+
+def is_cluster(client: StateClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def is_cluster_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a redirection or a cluster not yet agreeing on its slots (retry the batch)."""
+    return isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0].upper() in _CLUSTER_TRANSIENT
+
+
+class Script:
+    """A Lua script called by SHA; a node that does not know it gets it loaded and the call retried."""
+
+    def __init__(self, client: StateClient, source: str) -> None:
+        self._client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def queue(self, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def load(self) -> None:
+        """Load the script; a cluster client loads it on every primary."""
+        self._client.script_load(self.source)
+
+
+def run_pipelined(client: StateClient, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    """Run ``calls`` (script, keys, args) in one pipeline; answers (or the exception of each) in order.
+
+    Calls answered NOSCRIPT never ran: the scripts are loaded and only those
+    are sent again, so a commit that did run is never repeated.
+    """
+    replies: list[Any] = [None] * len(calls)
+    pending = list(range(len(calls)))
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for at in pending:
+            script, keys, args = calls[at]
+            script.queue(pipe, keys, args)
+        answers = pipe.execute(raise_on_error=False)
+        missing: list[int] = []
+        for at, answer in zip(pending, answers, strict=True):
+            replies[at] = answer
+            if isinstance(answer, NoScriptError) and attempt == 0:
+                missing.append(at)
+        if not missing:
+            break
+        for script in {id(calls[at][0]): calls[at][0] for at in missing}.values():
+            script.load()
+        pending = missing
+    return replies
