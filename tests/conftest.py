@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from tests import harness
+from tests.redis_cluster import RedisCluster, redis_cluster
 from worker.config import Settings
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
@@ -91,4 +92,23 @@ def redis_client(services: harness.Services, settings: Settings) -> Iterator[red
         yield client
     finally:
         harness.delete_redis_keys(client, settings.state.key_prefix)
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster (3 masters + 3 replicas) for the session, or ``SENDGATE_TEST_REDIS_CLUSTER``'s."""
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, redis_cluster_service: RedisCluster) -> Iterator[Settings]:
+    """``settings`` pointed at the session's cluster; the test's keys are removed from it after."""
+    redis_settings = settings.redis.model_copy(update={"url": redis_cluster_service.url, "cluster": True})
+    yield settings.model_copy(update={"redis": redis_settings})
+    client = redis_cluster_service.cluster_client()
+    try:
+        harness.delete_redis_keys(client, settings.state.key_prefix)  # type: ignore[arg-type]
+    finally:
         client.close()

@@ -1,4 +1,4 @@
-"""The same store contract checked against the in-memory fake and real Redis."""
+"""The same store contract checked against the in-memory fake, a standalone Redis and a real Redis Cluster."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
 from worker.policy.facts import FLAG_SET, FactKey, FactKind
 from worker.state.addressing import FactAddressing
+from worker.state.connection import connect
 from worker.state.errors import GenerationLost, ProgressConflict, StateUnavailable
 from worker.state.memory_store import MemoryStateStore
 from worker.state.redis_store import RedisStateStore
+from worker.state.store import PackedWrites, ShardCommit
 
 EMAIL_FACT = FactKey("org-1", FactKind.EMAIL_OPT_OUT_ORGANIZATION, ("jane.doe@example.com",))
 PHONE_FACT = FactKey("org-1", FactKind.SMS_CONSENT, ("+15555550123",))
@@ -18,15 +20,31 @@ OTHER_ORG_FACT = FactKey("org-2", FactKind.EMAIL_OPT_OUT_ORGANIZATION, ("jane.do
 
 
 class FlushableRedisStore(RedisStateStore):
-    def flush(self) -> None:
-        self.clear()
+    def flush(self, shard: int | None = None) -> None:
+        """FLUSHALL, or one shard's keys gone (its node came back empty)."""
+        if shard is None:
+            self.clear()
+            return
+        prefix = self._addressing.meta_keys[shard].rsplit(":", 1)[0]
+        keys = list(self.client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            self.client.unlink(*keys)
+
+    def shard_status(self, shard: int):  # type: ignore[no-untyped-def]
+        return self.status().shards[shard]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request, settings, redis_client):
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def store(request, settings):
     if request.param == "memory":
-        return MemoryStateStore()
-    return FlushableRedisStore(client=redis_client, addressing=FactAddressing(settings.state))
+        return MemoryStateStore(addressing=FactAddressing(settings.state))
+    if request.param == "redis":
+        redis_client = request.getfixturevalue("redis_client")
+        return FlushableRedisStore(client=redis_client, addressing=FactAddressing(settings.state))
+    on_cluster = request.getfixturevalue("cluster_settings")
+    cluster_store = FlushableRedisStore(client=connect(on_cluster.redis), addressing=FactAddressing(settings.state))
+    request.addfinalizer(cluster_store.close)
+    return cluster_store
 
 
 def test_an_empty_store_has_no_generation_and_no_facts(store):
@@ -80,6 +98,63 @@ def test_a_commit_after_the_store_was_emptied_reports_the_lost_generation(store)
     assert store.read([EMAIL_FACT]).facts[EMAIL_FACT] is None
 
 
+def test_every_shard_has_its_own_generation_and_progress(store):
+    status = store.begin_generation({0: 1})
+    assert sorted(status.shards) == list(range(store.shard_count)) and store.shard_count == 16
+    status = store.commit(generation=status.generation, expected={}, progress={0: 1}, writes={})
+    assert status.ready and all(part.ready and part.progress == {0: 1} for part in status.shards.values())
+
+
+def test_a_lost_shard_fails_alone_and_begins_anew_while_the_others_keep_theirs(store):
+    status = store.begin_generation({})
+    store.commit(generation=status.generation, expected={}, progress={0: 5}, writes={EMAIL_FACT: FLAG_SET, PHONE_FACT: "in"})
+    addressing = getattr(store, "_addressing")
+    email_key, _ = addressing.locate(EMAIL_FACT)
+    lost = store.shard_of(email_key)
+    store.flush(lost)
+    snapshot = store.read([EMAIL_FACT])
+    assert snapshot.facts[EMAIL_FACT] is None
+    assert snapshot.status.generation is None and snapshot.status.not_ready_shards() == [lost]  # the gate fails closed on it
+    phone_key, _ = addressing.locate(PHONE_FACT)
+    if store.shard_of(phone_key) != lost:
+        assert store.read([PHONE_FACT]).status.ready
+    every = ShardCommit(generation=status.generation, expected={0: 5}, progress={0: 6})
+    with pytest.raises(GenerationLost) as lost_error:
+        store.commit_shards(shards=dict.fromkeys(range(store.shard_count), every), writes=PackedWrites([], []))
+    assert lost_error.value.shard == lost
+    assert all(part.progress == {0: 6} for n, part in store.status().shards.items() if n != lost)
+    again = store.begin_generation({0: 6})
+    assert again.shards[lost].generation not in (None, status.generation) and not again.shards[lost].ready
+    assert {again.shards[n].generation for n in again.shards if n != lost} == {status.generation}
+    rebuilt = ShardCommit(generation=again.shards[lost].generation, expected={}, progress={0: 6})
+    assert store.commit_shards(shards={lost: rebuilt}, writes=PackedWrites([], [])).ready
+    assert store.status().ready
+
+
+def test_a_shard_behind_the_applier_conflicts_alone(store):
+    status = store.begin_generation({})
+    store.commit(generation=status.generation, expected={}, progress={1: 3}, writes={})
+    stale = ShardCommit(generation=status.generation, expected={1: 4}, progress={1: 5})
+    current = ShardCommit(generation=status.generation, expected={1: 3}, progress={1: 4})
+    with pytest.raises(ProgressConflict) as conflict:
+        store.commit_shards(shards={0: current, 1: stale}, writes=PackedWrites([], []))
+    assert conflict.value.shard == 1
+    shards = store.status().shards
+    assert shards[0].progress == {1: 4} and shards[1].progress == {1: 3}
+
+
+def test_writes_for_a_shard_the_commit_does_not_name_are_refused(store):
+    status = store.begin_generation({})
+    addressing = getattr(store, "_addressing")
+    key, field = addressing.locate(EMAIL_FACT)
+    other = (store.shard_of(key) + 1) % store.shard_count
+    with pytest.raises(ValueError, match="does not name"):
+        store.commit_shards(
+            shards={other: ShardCommit(generation=status.generation, expected={}, progress={0: 1})},
+            writes=PackedWrites.of({(key, field): FLAG_SET}),
+        )
+
+
 def test_redis_keys_and_fields_hold_no_personal_data(settings, redis_client):
     store = RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state))
     status = store.begin_generation({})
@@ -102,7 +177,10 @@ def test_one_batch_read_is_one_round_trip(settings, redis_client):
     def calls(stats, name):
         return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
 
-    assert calls(after, "evalsha") - calls(before, "evalsha") == 1
+    addressing = FactAddressing(settings.state)
+    shards = {addressing.shard_of(key) for key, _ in addressing.locate_all(facts)}
+    # One script call per shard read, all in one pipeline: one round trip.
+    assert calls(after, "evalsha") - calls(before, "evalsha") == len(shards)
     hashes_read = calls(after, "hmget") - calls(before, "hmget")  # inside the script, not separate round trips
     assert 1 <= hashes_read <= 300
 
@@ -114,6 +192,13 @@ def test_a_store_written_with_another_secret_is_refused(settings, redis_client):
     reader = RedisStateStore(client=redis_client, addressing=FactAddressing(other))
     with pytest.raises(ConfigurationError, match="HASH_SECRET"):
         reader.read([EMAIL_FACT])
+
+
+def test_a_store_split_into_another_number_of_shards_is_refused(settings, redis_client):
+    RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state)).begin_generation({})
+    other = StateSettings(key_prefix=settings.state.key_prefix, shards=8)
+    with pytest.raises(ConfigurationError, match="SENDGATE_STATE__SHARDS"):
+        RedisStateStore(client=redis_client, addressing=FactAddressing(other)).status()
 
 
 def test_a_redis_that_evicts_keys_is_refused(settings, redis_client):
@@ -155,15 +240,17 @@ def test_a_store_of_an_older_layout_waits_for_its_rebuild_and_a_newer_one_is_ref
     from worker.state.errors import IncompatibleLayout, OlderLayout
 
     store = RedisStateStore(client=redis_client, addressing=FactAddressing(settings.state))
-    store.begin_generation({})
-    meta = FactAddressing(settings.state).meta_key
-    redis_client.hset(meta, "layout", "2")
+    legacy = FactAddressing(settings.state).legacy_meta_key  # layouts 1-3 kept one meta hash
+    redis_client.hset(legacy, mapping={"generation": "g", "layout": "3"})
     with pytest.raises(OlderLayout, match="rebuilds it") as older:
-        store.read([EMAIL_FACT])
+        store.status()
     assert isinstance(older.value, RetryableError), "a gate upgraded first fails closed and waits"
+    redis_client.delete(legacy)
+    store.begin_generation({})
+    meta = FactAddressing(settings.state).meta_keys[0]
     redis_client.hset(meta, "layout", "99")
     with pytest.raises(IncompatibleLayout, match="newer sendgate"):
-        store.read([EMAIL_FACT])
+        store.status()
 
 
 def test_all_facts_of_one_address_share_a_hash_and_qualifiers_are_digested(settings):

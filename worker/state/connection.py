@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
+from redis.retry import Retry
 
 from worker.config import RedisSettings
 
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 StateClient = redis.Redis | RedisCluster
 
 # A cluster in motion (failover, resharding) answers with these; the gate retries its batch.
+CLUSTER_RETRIES = 2
 _CLUSTER_TRANSIENT = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -33,7 +36,8 @@ def connect(settings: RedisSettings) -> StateClient:
     if settings.cluster:
         # The client's own retries are kept short: the store turns a failure into
         # StateUnavailable and the caller's backoff (fail closed meanwhile) takes over.
-        return RedisCluster.from_url(settings.url, **settings.client_kwargs(), cluster_error_retry_attempts=1)
+        retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), CLUSTER_RETRIES)
+        return RedisCluster.from_url(settings.url, **settings.client_kwargs(), retry=retry)
     return redis.Redis.from_url(settings.url, **settings.client_kwargs())
 
 

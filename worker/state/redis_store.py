@@ -198,16 +198,12 @@ class RedisStateStore:
         return StoreStatus.combine(statuses)
 
     def clear(self) -> int:
+        # A cluster client scans every primary and splits the UNLINK by slot.
+        keys: list[Any] = self._call(lambda: list(self._client.scan_iter(match=self._addressing.key_pattern(), count=1000)))
         deleted = 0
-        batch: list[bytes] = []
-        pattern = self._addressing.key_pattern()
-        keys = itertools.chain(self._client.scan_iter(match=pattern, count=1000), [None])
-        for key in keys:
-            if key is not None:
-                batch.append(key)
-            if batch and (key is None or len(batch) >= 1000):
-                deleted += self._call(lambda: self._client.unlink(*batch))
-                batch = []
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            deleted += self._call(lambda chunk=chunk: self._client.unlink(*chunk))
         return deleted
 
     def _pipelined(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
