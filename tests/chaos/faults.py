@@ -20,6 +20,7 @@ from tests.chaos.processes import WorkerProcess
 from tests.chaos.resume import BrokerAnswers, RestartResume, resume_after
 from tests.chaos.run import ChaosRun
 from tests.chaos.workload import TrafficThreads
+from worker.state.addressing import FactAddressing
 
 
 @dataclass
@@ -406,12 +407,16 @@ class RedisFaultOutcome:
     decided_while_unavailable: int  # decisions stamped while Redis was down or the store not ready
 
 
-def _store_ready(client, meta_key: str) -> bool:  # type: ignore[no-untyped-def]
+def _store_ready(client, meta_keys: list[str]) -> bool:  # type: ignore[no-untyped-def]
+    """Every shard's meta holds a generation and is ready (a shard not yet rebuilt: not ready)."""
     try:
-        meta = client.hgetall(meta_key)
+        pipe = client.pipeline(transaction=False)
+        for key in meta_keys:
+            pipe.hgetall(key)
+        metas = pipe.execute()
     except redis.RedisError:  # down: not ready
         return False
-    return bool(meta.get(b"generation")) and meta.get(b"ready") == b"1"
+    return all(bool(meta.get(b"generation")) and meta.get(b"ready") == b"1" for meta in metas)
 
 
 def run_redis_fault(
@@ -429,7 +434,7 @@ def run_redis_fault(
     measured = Measured()
     run.setup_preferences()
     start_fleet(run, 2)
-    meta_key = f"{run.settings.state.key_prefix}:{{meta}}"
+    meta_keys = FactAddressing(run.settings.state).meta_keys
     started = time.monotonic()
     with run.monitor() as monitor:
         threads = TrafficThreads(
@@ -452,7 +457,7 @@ def run_redis_fault(
         ready_after: float | None = None
         deadline = back + resume_bound
         while time.monotonic() < deadline:
-            if _store_ready(client, meta_key):
+            if _store_ready(client, meta_keys):
                 ready_after = time.monotonic() - back
                 break
             last_not_ready = time.time()

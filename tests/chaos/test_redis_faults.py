@@ -4,8 +4,9 @@ Redis stopped (and back with its data), restarted empty, emptied with FLUSHALL
 under running workers: nothing wrongly allowed, nothing decided while the
 store is unavailable or not rebuilt, and processing resumes once it is back.
 The short FLUSHALL run is part of ``make test``; the outage with an empty
-restart is already there (tests/integration/test_gate_faults.py). A Redis
-Cluster is not supported: its row records that the workers refuse it at start.
+restart is already there (tests/integration/test_gate_faults.py). The faults
+of a Redis Cluster (a master killed, a slot migration, one shard's keys lost)
+are in tests/chaos/test_redis_cluster_faults.py.
 """
 
 from __future__ import annotations
@@ -22,12 +23,6 @@ from tests.chaos.faults import (
 )
 from tests.chaos.instances import redis_server
 from tests.chaos.run import chaos_run, with_services
-from tests.integration.test_redis_cluster import (
-    assert_refused,
-    redis_cluster,
-    worker_outcomes,
-)
-from worker.errors import ExitCode
 
 RESUME_BOUND_SECONDS = 30.0
 FAULT_NAMES = {
@@ -88,23 +83,3 @@ def test_chaos_redis_fault(services, tmp_path, fault):
         )
         for verdict, outcome in zip(verdicts, outcomes, strict=True):
             assert_redis_outcome(verdict, outcome)
-
-
-@pytest.mark.chaos
-def test_chaos_redis_cluster_is_refused_at_start(settings, tmp_path):
-    """No fault run against a Redis Cluster: it is not supported, and refused at start-up.
-
-    The store's scripts read and write keys of many organizations atomically,
-    which needs a single primary. Against a real three-master cluster the
-    applier and the gate must exit with code 14 naming the problem, before
-    deciding anything (no traffic is sent: records 0, nothing can be lost).
-    """
-    with report.fault("Redis Cluster (3 masters)") as row:
-        with redis_cluster(tmp_path / "cluster") as cluster:
-            outcomes = worker_outcomes(settings, cluster)
-        codes = sorted({code for code, _ in outcomes.values()}, key=str)
-        row.runs, row.records = 1, 0
-        row.lost = row.duplicated = row.misrouted = row.wrongly_allowed = row.wrongly_suppressed = 0
-        row.pause = "refused at start (exit 14)" if codes == [ExitCode.CONFIG] else f"not refused: exit {codes}"
-        row.note = "not supported: applier and gate exit 14 (CONFIG) at start, naming cluster mode and SENDGATE_REDIS__URL"
-        assert_refused(outcomes, cluster)
