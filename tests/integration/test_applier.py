@@ -159,10 +159,16 @@ def test_a_store_of_an_older_layout_is_emptied_and_rebuilt(kafka_topics, redis_c
     produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="old@example.com")])
     with running_applier(settings) as first:
         wait_until(lambda: applied_everything(first, settings), message="first build")
-    redis_client.hset(FactAddressing(settings.state).meta_key, "layout", "1")
+    # What layout 3 left: one meta hash and facts under organization hash tags, no shard metas.
+    for key in redis_client.scan_iter(match=f"{settings.state.key_prefix}:*"):
+        redis_client.delete(key)
+    legacy_fact = f"{settings.state.key_prefix}:{{0123456789}}:7"
+    redis_client.hset(FactAddressing(settings.state).legacy_meta_key, mapping={"generation": "old", "layout": "3"})
+    redis_client.hset(legacy_fact, "field", "1")
     with running_applier(settings) as second:
         wait_until(lambda: applied_everything(second, settings), message="rebuild of the old layout")
     assert second.progress.rebuilds == 1 and second.progress.events_applied == 1
+    assert not redis_client.exists(legacy_fact, FactAddressing(settings.state).legacy_meta_key)
     assert decide(settings, send_request(to="old@example.com")).reasons == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)
 
 
@@ -178,7 +184,7 @@ def test_a_store_of_a_newer_layout_is_left_alone_by_an_older_applier(kafka_topic
     produce_events(settings, codec, [preference_event(T.EMAIL_OPT_OUT_ORGANIZATION, email="new@example.com")])
     with running_applier(settings) as first:
         wait_until(lambda: applied_everything(first, settings), message="first build")
-    meta = FactAddressing(settings.state).meta_key
+    meta = FactAddressing(settings.state).meta_keys[0]
     redis_client.hset(meta, "layout", "99")
     keys_before = sorted(redis_client.scan_iter(match=f"{settings.state.key_prefix}*"))
     runtime = Runtime.create(settings)

@@ -196,9 +196,9 @@ def count_facts(client: redis.Redis, settings: Settings) -> tuple[int, int, int]
     from worker.state.addressing import FactAddressing
 
     addressing = FactAddressing(settings.state)
-    meta = addressing.meta_key.encode()
+    metas = {key.encode() for key in addressing.meta_keys}
     facts = memory = hashes = 0
-    keys = [key for key in client.scan_iter(match=addressing.key_pattern(), count=1000) if key != meta]
+    keys = [key for key in client.scan_iter(match=addressing.key_pattern(), count=1000) if key not in metas]
     for start in range(0, len(keys), 1000):
         pipe = client.pipeline(transaction=False)
         for key in keys[start : start + 1000]:
