@@ -163,3 +163,67 @@ def test_an_event_keyed_other_than_by_its_normalised_subject_is_applied_and_coun
 
     assert setup.decide(email_to("jane@example.com")) == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)
     assert setup.sample("sendgate_preference_events_miskeyed_total", type="EMAIL_OPT_OUT_ORGANIZATION") == 1
+
+
+class RecordsCommits(MemoryStateStore):
+    """Remembers, per commit, the shards it names and the shards its writes land in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[tuple[set[int], set[int]]] = []
+
+    def commit_shards(self, **kwargs: Any):  # type: ignore[no-untyped-def]
+        self.commits.append((set(kwargs["shards"]), {self.shard_of(key) for key in kwargs["writes"].keys}))
+        return super().commit_shards(**kwargs)
+
+
+def opted_out_everywhere(setup: Setup, count: int) -> None:
+    for i in range(count):
+        assert setup.decide(email_to(f"o{i}@example.com")) == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,), i
+
+
+def test_a_shard_that_came_back_empty_is_reapplied_alone_and_the_others_are_not_written() -> None:
+    store = RecordsCommits()
+    setup = Setup(store=store)
+    for i in range(40):
+        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email=f"o{i}@example.com"), partition=i % 2)
+    setup.run()
+    lost = store.shard_of(next(iter(store.cells))[0])
+    others = {cell: value for cell, value in store.cells.items() if store.shard_of(cell[0]) != lost}
+    store.flush(lost)  # its node came back empty after a failover
+    assert store.status().generation is None  # the gate fails closed meanwhile
+    store.commits.clear()
+    applier = setup.run()
+
+    opted_out_everywhere(setup, 40)
+    assert applier.progress.rebuilds == 1
+    assert {n for named, _ in store.commits for n in named} == {lost}, "only the lost shard is committed"
+    assert {n for _, written in store.commits for n in written} == {lost}
+    assert {c: v for c, v in store.cells.items() if store.shard_of(c[0]) != lost} == others
+    status = store.status()
+    assert status.ready and all(part.progress == setup.topic.ends() for part in status.shards.values())
+
+
+def test_a_shard_that_came_back_older_is_caught_up_from_its_own_progress() -> None:
+    store = RecordsCommits()
+    setup = Setup(store=store)
+    for i in range(20):
+        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email=f"o{i}@example.com"), partition=i % 2)
+    setup.run()
+    older_shard = 3
+    older_status = store.shard_status(older_shard)
+    older_cells = {c: v for c, v in store.cells.items() if store.shard_of(c[0]) == older_shard}
+    for i in range(20, 40):
+        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email=f"o{i}@example.com"), partition=i % 2)
+    setup.run()
+    # Asynchronous replication: the promoted replica had not seen the second half.
+    store.flush(older_shard)
+    store.cells.update(older_cells)
+    getattr(store, "_shards")[older_shard] = older_status
+    assert store.status().progress == {0: 10, 1: 10}  # the barrier holds the gate back
+    store.commits.clear()
+    setup.run()
+
+    opted_out_everywhere(setup, 40)
+    assert {n for named, _ in store.commits for n in named} == {older_shard}
+    assert store.status().progress == setup.topic.ends()
