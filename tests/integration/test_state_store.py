@@ -108,7 +108,7 @@ def test_every_shard_has_its_own_generation_and_progress(store):
 def test_a_lost_shard_fails_alone_and_begins_anew_while_the_others_keep_theirs(store):
     status = store.begin_generation({})
     store.commit(generation=status.generation, expected={}, progress={0: 5}, writes={EMAIL_FACT: FLAG_SET, PHONE_FACT: "in"})
-    addressing = getattr(store, "_addressing")
+    addressing = store._addressing
     email_key, _ = addressing.locate(EMAIL_FACT)
     lost = store.shard_of(email_key)
     store.flush(lost)
@@ -145,7 +145,7 @@ def test_a_shard_behind_the_applier_conflicts_alone(store):
 
 def test_writes_for_a_shard_the_commit_does_not_name_are_refused(store):
     status = store.begin_generation({})
-    addressing = getattr(store, "_addressing")
+    addressing = store._addressing
     key, field = addressing.locate(EMAIL_FACT)
     other = (store.shard_of(key) + 1) % store.shard_count
     with pytest.raises(ValueError, match="does not name"):

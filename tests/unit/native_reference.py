@@ -56,9 +56,11 @@ def make_codec() -> AvroCodec:
     return codec
 
 
-def make_settings(*, secret: str = "s3cret", buckets: int = 8, region: str = "US") -> Settings:
+def make_settings(*, secret: str = "s3cret", buckets: int = 8, region: str = "US", shards: int = 16) -> Settings:
     return Settings(
-        state=StateSettings(hash_secret=SecretStr(secret), key_prefix="sgt", buckets_per_org=buckets, default_phone_region=region),
+        state=StateSettings(
+            hash_secret=SecretStr(secret), key_prefix="sgt", buckets_per_org=buckets, default_phone_region=region, shards=shards
+        ),
         gate={"policy_version": POLICY_VERSION, "instance_id": GATE_INSTANCE},
     )
 

@@ -219,7 +219,7 @@ def test_a_shard_that_came_back_older_is_caught_up_from_its_own_progress() -> No
     # Asynchronous replication: the promoted replica had not seen the second half.
     store.flush(older_shard)
     store.cells.update(older_cells)
-    getattr(store, "_shards")[older_shard] = older_status
+    store._shards[older_shard] = older_status
     assert store.status().progress == {0: 10, 1: 10}  # the barrier holds the gate back
     store.commits.clear()
     setup.run()

@@ -183,6 +183,7 @@ def scenario(draw: st.DrawFn) -> tuple[list[bytes | None], list[bytes | None], d
     configured = make_settings(
         secret=draw(st.sampled_from(("s3cret", "another-secret-é"))),
         buckets=draw(st.sampled_from((1, 8, 1024))),
+        shards=draw(st.sampled_from((1, 3, 16, 1000))),
         region=draw(st.sampled_from(("US", "US", "GB"))),
     )
     pairs = draw(st.lists(event_value(), min_size=1, max_size=25))

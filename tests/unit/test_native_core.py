@@ -170,7 +170,11 @@ def send_value(draw: st.DrawFn) -> bytes | None:
 @st.composite
 def scenario(draw: st.DrawFn) -> tuple[list[bytes | None], dict, Any]:
     values = draw(st.lists(send_value(), min_size=1, max_size=12))
-    configured = make_settings(secret=draw(st.sampled_from(("s3cret", "another-secret-é"))), buckets=draw(st.sampled_from((1, 8, 1024))))
+    configured = make_settings(
+        secret=draw(st.sampled_from(("s3cret", "another-secret-é"))),
+        buckets=draw(st.sampled_from((1, 8, 1024))),
+        shards=draw(st.sampled_from((1, 3, 16, 1000))),
+    )
     policy = DecisionPolicy()
     keys = []
     for value in values:

@@ -40,7 +40,7 @@ def reader(store: MemoryStateStore) -> FreshStateReader:
 
 
 def shard_of(store: MemoryStateStore, key: FactKey) -> int:
-    return store.shard_of(getattr(store, "_addressing").locate(key)[0])
+    return store.shard_of(store._addressing.locate(key)[0])
 
 
 def test_a_batch_whose_shards_are_all_current_is_read():
@@ -60,7 +60,7 @@ def test_a_lost_shard_fails_the_batch_closed_at_once():
 def test_a_shard_behind_the_barrier_fails_the_batch_closed():
     store = populated()
     behind = shard_of(store, fact(7))
-    shards = getattr(store, "_shards")
+    shards = store._shards
     shards[behind] = StoreStatus(generation=shards[behind].generation, ready=True, progress={0: 5, 1: 2}, targets=BARRIER)
     with pytest.raises(StateNotReady, match="has not applied"):
         reader(store).read([fact(7)])

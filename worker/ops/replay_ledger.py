@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from worker.config import StateSettings
 from worker.errors import ServiceUnreachable
+from worker.state.connection import StateClient
 
 _CONFIRM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -66,7 +68,7 @@ class LedgerEntry:
 class ReplayLedger:
     """Which messages replay has released, in Redis; keys are keyed digests, never raw ids."""
 
-    def __init__(self, *, client: redis.Redis, state: StateSettings, ttl_ms: int) -> None:
+    def __init__(self, *, client: StateClient, state: StateSettings, ttl_ms: int) -> None:
         self._client = client
         self._secret = state.hash_secret.get_secret_value().encode()
         self.prefix = f"{state.key_prefix}-replay:"
@@ -94,7 +96,9 @@ class ReplayLedger:
     def get(self, keys: list[str]) -> list[LedgerEntry | None]:
         if not keys:
             return []
-        values = self._call(lambda: self._client.mget(keys))
+        # The keys are in many slots: a cluster client reads them slot by slot (no atomicity is needed).
+        client = self._client
+        values = self._call(lambda: client.mget_nonatomic(keys) if isinstance(client, RedisCluster) else client.mget(keys))
         entries: list[LedgerEntry | None] = []
         for raw in values:
             if raw is None:

@@ -207,7 +207,7 @@ class RedisStateStore:
         return deleted
 
     def _pipelined(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
-        replies = self._call(lambda: run_pipelined(self._client, calls))
+        replies: list[Any] = self._call(lambda: run_pipelined(self._client, calls))
         for reply in replies:  # a node down or a cluster in motion: the whole batch is retried
             if isinstance(reply, redis.RedisError) and not isinstance(reply, redis.ResponseError):
                 raise StateUnavailable(f"Redis: {type(reply).__name__}: {reply}") from reply
