@@ -17,6 +17,7 @@ from tests.chaos.workload import Audience, EventProducer, Ledger, SendProducer, 
 from worker.codec import AvroCodec
 from worker.config import KafkaSettings, RedisSettings, Settings
 from worker.kafka.admin import create_topics
+from worker.state.connection import connect
 
 
 def with_services(
@@ -92,6 +93,6 @@ def chaos_run(settings: Settings, log_dir: Path, *, audience_size: int = 2000, s
         workers.close()
         harness.delete_topics(settings.kafka.bootstrap_servers, settings.topics.all_names())
         with contextlib.suppress(redis.RedisError):
-            client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_kwargs())
-            harness.delete_redis_keys(client, settings.state.key_prefix)
+            client = connect(settings.redis)  # a cluster client for a cluster: it scans every primary
+            harness.delete_redis_keys(client, settings.state.key_prefix)  # type: ignore[arg-type]
             client.close()
