@@ -61,7 +61,8 @@ def slot_owner(cluster: RedisCluster, key: str) -> int:
 
 def node_id(cluster: RedisCluster, port: int) -> str:
     with contextlib.closing(redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)) as client:
-        return str(client.cluster("myid"))
+        raw = client.cluster("myid")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def run_cluster_fault(
@@ -144,7 +145,11 @@ def test_chaos_cluster_master_killed_and_replica_promoted(settings, tmp_path):
                 victim = next(port for port in cluster.masters_by_port() if port != cluster.ports[0])
                 killed_at = time.monotonic()
                 cluster.kill(victim)
-                cluster.wait_ok(timeout=60)  # a replica took over its slots
+                deadline = killed_at + 60
+                while len(cluster.masters_by_port()) < 3:  # until a replica took over its slots
+                    assert time.monotonic() < deadline, "no replica promoted within 60 s"
+                    time.sleep(0.1)
+                cluster.wait_ok(timeout=60)
                 promoted = time.monotonic() - killed_at
                 cluster.start_node(victim)  # back as a replica of the promoted one
                 return f"master {victim} killed; replica promoted after {promoted:.1f} s"
