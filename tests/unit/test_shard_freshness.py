@@ -91,3 +91,9 @@ def test_a_combined_status_is_only_as_good_as_its_worst_shard():
     assert not combined.covers(BARRIER)
     assert StoreStatus.combine({0: ready, 1: StoreStatus()}).generation is None
     assert StoreStatus.combine({0: ready, 1: StoreStatus(generation="h", ready=False)}).not_ready_shards() == [1]
+
+
+def test_the_state_a_decision_names_stays_short_when_shards_hold_generations_of_their_own():
+    shards = {n: StoreStatus(generation=f"g{n:02d}", ready=True, progress={0: 5}) for n in range(16)}
+    assert StoreStatus.combine(shards).describe() == "gen=g00+15;applied=0:5"
+    assert StoreStatus.combine({0: shards[0]}).describe() == "gen=g00;applied=0:5"

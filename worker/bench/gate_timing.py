@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 
 from worker.config import Settings
 from worker.errors import SendgateError
 from worker.loadgen.progress import progress_bar, tracked
+from worker.state.connection import StateClient, per_primary_info
 
 PHASES = ("consume", "decode", "state", "produce", "commit")
 NO_PROGRESS_TIMEOUT_SECONDS = 120.0
@@ -43,8 +43,9 @@ def _phase_sums(registry: Any) -> dict[str, float]:
     return {phase: registry.get_sample_value(name, {"phase": phase}) or 0.0 for phase in PHASES}
 
 
-def _evalsha_calls(client: redis.Redis) -> int:
-    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+def _evalsha_calls(client: StateClient) -> int:
+    """EVALSHA calls served so far, summed over a cluster's masters."""
+    return sum(int(info.get("cmdstat_evalsha", {}).get("calls", 0)) for info in per_primary_info(client, "commandstats"))
 
 
 @dataclass
@@ -66,7 +67,7 @@ class GatePass:
 
 
 def time_gate_pass(
-    settings: Settings, records: int, client: redis.Redis, *, console: Console | None, profile: Path | None = None
+    settings: Settings, records: int, client: StateClient, *, console: Console | None, profile: Path | None = None
 ) -> GatePass:
     """Run the real gate over ``records`` waiting input records; counting starts after its first batch.
 

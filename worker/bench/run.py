@@ -41,6 +41,7 @@ from worker.errors import SendgateError
 from worker.kafka.admin import create_topics, delete_topics
 from worker.loadgen.producing import bulk_producer, produce_events, produce_sends
 from worker.loadgen.progress import progress_bar, tracked
+from worker.state.connection import StateClient, connect, per_primary_info, used_memory
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class BenchRun:
         self._codec: AvroCodec | None = None  # made on first use: with a registry, making it is I/O
         self._groups: list[str] = []  # consumer groups made by the throughput runs, deleted at teardown
         # Scanning and MEMORY USAGE over a million facts take longer than the workers' timeout.
-        self._redis = redis.Redis.from_url(settings.redis.url, **{**settings.redis.client_kwargs(), "socket_timeout": 60})
+        self._redis = connect(settings.redis.model_copy(update={"socket_timeout_seconds": 60.0}))
 
     @property
     def codec(self) -> AvroCodec:
@@ -124,9 +125,9 @@ class BenchRun:
     def _rebuild(self) -> None:
         from worker.ops.rebuild import rebuild
 
-        before = int(self._redis.info("memory")["used_memory"])
+        before = used_memory(self._redis)
         result = rebuild(self.names.main, console=self.console)
-        after = int(self._redis.info("memory")["used_memory"])
+        after = used_memory(self._redis)
         facts, key_bytes, keys = count_facts(self._redis, self.names.main)
         self.results["rebuild"] = {
             "events": result.events_applied + result.events_rejected,
@@ -191,7 +192,7 @@ class BenchRun:
                 future.result()
 
 
-def count_facts(client: redis.Redis, settings: Settings) -> tuple[int, int, int]:
+def count_facts(client: StateClient, settings: Settings) -> tuple[int, int, int]:
     """(facts, bytes by MEMORY USAGE, hashes) of the store of ``settings``, metadata excluded."""
     from worker.state.addressing import FactAddressing
 
@@ -211,14 +212,15 @@ def count_facts(client: redis.Redis, settings: Settings) -> tuple[int, int, int]
     return facts, memory, hashes
 
 
-def machine_info(client: redis.Redis, settings: Settings) -> dict[str, Any]:
+def machine_info(client: StateClient, settings: Settings) -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "confluent_kafka": confluent_kafka.version()[0],
         "librdkafka": confluent_kafka.libversion()[0],
-        "redis": client.info("server").get("redis_version"),
+        "redis": per_primary_info(client, "server")[0].get("redis_version"),
+        "redis_primaries": len(per_primary_info(client, "server")),
         "kafka": _kafka_version(settings),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 
 from worker.bench.baseline import BareTransactionalLoop, BaselineResult
 from worker.bench.config import BenchConfig, BenchFailed, BenchSettings
 from worker.bench.gate_timing import GatePass, gate_section, time_gate_pass
 from worker.config import Settings
+from worker.state.connection import StateClient
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class ThroughputComparison:
     """Baseline and gate runs, alternated; every consumer group it made is in :attr:`groups` (for teardown)."""
 
     def __init__(
-        self, names: BenchSettings, config: BenchConfig, client: redis.Redis, *, console: Console | None,
+        self, names: BenchSettings, config: BenchConfig, client: StateClient, *, console: Console | None,
         profile: Path | None = None,
     ) -> None:
         self._names = names

@@ -41,6 +41,21 @@ def connect(settings: RedisSettings) -> StateClient:
     return redis.Redis.from_url(settings.url, **settings.client_kwargs())
 
 
+def per_primary_info(client: StateClient, section: str) -> list[dict[str, Any]]:
+    """``INFO section`` of the one server, or of every master of a cluster."""
+    if not isinstance(client, RedisCluster):
+        return [client.info(section)]
+    replies = client.info(section, target_nodes=RedisCluster.PRIMARIES)
+    # Several nodes answer as {"host:port": info}; redis-py unwraps a single answer.
+    if replies and all(":" in str(name) for name in replies):
+        return list(replies.values())
+    return [replies]
+
+
+def used_memory(client: StateClient) -> int:
+    return sum(int(info["used_memory"]) for info in per_primary_info(client, "memory"))
+
+
 def is_cluster(client: StateClient) -> bool:
     return isinstance(client, RedisCluster)
 

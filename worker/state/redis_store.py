@@ -14,14 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
 
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
 from worker.policy.facts import FactKey
 from worker.state import scripts
 from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing
-from worker.state.connection import Script, StateClient, connect, is_cluster, is_cluster_transient, run_pipelined
+from worker.state.connection import Script, StateClient, connect, is_cluster_transient, per_primary_info, run_pipelined
 from worker.state.errors import GenerationLost, IncompatibleLayout, OlderLayout, ProgressConflict, StateUnavailable
 from worker.state.store import PackedSnapshot, PackedWrites, ShardCommit, Snapshot, StoreStatus
 
@@ -67,12 +66,7 @@ class RedisStateStore:
         self._client.close()
 
     def check(self) -> None:
-        if is_cluster(self._client):
-            replies = self._call(lambda: self._client.info("memory", target_nodes=RedisCluster.PRIMARIES))
-            infos = list(replies.values()) if "maxmemory_policy" not in replies else [replies]
-        else:
-            infos = [self._call(lambda: self._client.info("memory"))]
-        for info in infos:
+        for info in self._call(lambda: per_primary_info(self._client, "memory")):
             policy = info.get("maxmemory_policy")
             if policy != SAFE_EVICTION_POLICY:
                 raise ConfigurationError(

@@ -63,7 +63,10 @@ class StoreStatus:
     def describe(self) -> str:
         """A compact, log- and header-friendly account of the state a decision saw."""
         applied = ",".join(f"{p}:{o}" for p, o in sorted(self.progress.items()))
-        return f"gen={self.generation or '-'};applied={applied}"
+        generations = (self.generation or "-").split("+")
+        # Shards rebuilt alone hold generations of their own: name one, count the others (a header stays short).
+        generation = generations[0] if len(generations) == 1 else f"{generations[0]}+{len(generations) - 1}"
+        return f"gen={generation};applied={applied}"
 
 
 @dataclass(frozen=True, slots=True)
