@@ -283,3 +283,23 @@ def test_every_master_of_a_cluster_is_checked_for_eviction(settings, cluster_set
             node.close()
     finally:
         store.close()
+
+
+def test_scripts_flushed_from_the_server_are_loaded_again(store):
+    if isinstance(store, MemoryStateStore):
+        return  # no scripts
+    status = store.begin_generation({})
+    store.commit(generation=status.generation, expected={}, progress={0: 1}, writes={EMAIL_FACT: FLAG_SET})
+    store.client.script_flush()  # a failover or a restart forgets them (a cluster client flushes every master)
+    assert store.read([EMAIL_FACT]).facts[EMAIL_FACT] == FLAG_SET
+    store.client.script_flush()
+    assert store.commit(generation=status.generation, expected={0: 1}, progress={0: 2}, writes={}).progress == {0: 2}
+
+
+def test_an_unreachable_cluster_is_a_retryable_state_error_not_a_crash_at_start(settings):
+    unreachable = RedisSettings(url="redis://127.0.0.1:1/0", cluster=True, connect_timeout_seconds=0.2)
+    store = RedisStateStore.from_settings(unreachable, settings.state)  # no I/O yet
+    with pytest.raises(StateUnavailable):
+        store.read([EMAIL_FACT])
+    with pytest.raises(StateUnavailable):
+        store.check()

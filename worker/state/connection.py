@@ -68,17 +68,16 @@ def is_cluster_transient(exc: BaseException) -> bool:
 class Script:
     """A Lua script called by SHA; a node that does not know it gets it loaded and the call retried."""
 
-    def __init__(self, client: StateClient, source: str) -> None:
-        self._client = client
+    def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
     def queue(self, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
-    def load(self) -> None:
+    def load(self, client: StateClient) -> None:
         """Load the script; a cluster client loads it on every primary."""
-        self._client.script_load(self.source)
+        client.script_load(self.source)
 
 
 def run_pipelined(client: StateClient, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
@@ -103,6 +102,6 @@ def run_pipelined(client: StateClient, calls: Sequence[tuple[Script, Sequence[An
         if not missing:
             break
         for script in {id(calls[at][0]): calls[at][0] for at in missing}.values():
-            script.load()
+            script.load(client)
         pending = missing
     return replies

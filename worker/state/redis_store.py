@@ -10,10 +10,11 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
@@ -40,20 +41,36 @@ class RedisStateStore:
     generation and the expected progress.
     """
 
-    def __init__(self, *, client: StateClient, addressing: FactAddressing) -> None:
-        self._client = client
+    def __init__(
+        self, *, addressing: FactAddressing, client: StateClient | None = None, connector: Callable[[], StateClient] | None = None
+    ) -> None:
+        if (client is None) == (connector is None):
+            raise ValueError("give a client or a connector")
+        self._connected = client
+        self._connector = connector
         self._addressing = addressing
-        self._read = Script(client, scripts.READ)
-        self._commit = Script(client, scripts.COMMIT)
-        self._begin = Script(client, scripts.BEGIN_GENERATION)
+        self._read = Script(scripts.READ)
+        self._commit = Script(scripts.COMMIT)
+        self._begin = Script(scripts.BEGIN_GENERATION)
 
     @classmethod
     def from_settings(cls, redis_settings: RedisSettings, state_settings: StateSettings) -> RedisStateStore:
-        return cls(client=connect(redis_settings), addressing=FactAddressing(state_settings))
+        # A cluster client asks a node for the slot map when made: made on first use, so an
+        # unreachable cluster at start is a retryable StateUnavailable like any outage.
+        return cls(connector=lambda: connect(redis_settings), addressing=FactAddressing(state_settings))
 
     @property
     def client(self) -> StateClient:
-        return self._client
+        """The Redis client, made on first use; :class:`StateUnavailable` when a cluster cannot be reached."""
+        if self._connected is None:
+            assert self._connector is not None
+            connector = self._connector
+            self._connected = self._call(connector)
+        return self._connected
+
+    @property
+    def _client(self) -> StateClient:
+        return self.client
 
     @property
     def shard_count(self) -> int:
@@ -63,7 +80,8 @@ class RedisStateStore:
         return self._addressing.shard_of(key)
 
     def close(self) -> None:
-        self._client.close()
+        if self._connected is not None:
+            self._connected.close()
 
     def check(self) -> None:
         for info in self._call(lambda: per_primary_info(self._client, "memory")):
@@ -277,5 +295,5 @@ class RedisStateStore:
     def _call(operation: Any) -> Any:
         try:
             return operation()
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:  # e.g. SlotNotCoveredError mid-failover
             raise StateUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
