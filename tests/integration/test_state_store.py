@@ -269,18 +269,18 @@ def test_all_facts_of_one_address_share_a_hash_and_qualifiers_are_digested(setti
     assert addressing.locate(FactKey("org-2", FactKind.EMAIL_OPT_OUT_ORGANIZATION, (email,))) != located[0]
 
 
-def test_every_master_of_a_cluster_is_checked_for_eviction(settings, cluster_settings, redis_cluster_service):
+def test_every_master_of_a_cluster_is_checked_for_eviction(settings, cluster_settings):
     store = RedisStateStore(client=connect(cluster_settings.redis), addressing=FactAddressing(settings.state))
+    client = store.client
     try:
         store.check()
-        node = redis_cluster_service.client(redis_cluster_service.ports.index(next(iter(redis_cluster_service.masters_by_port()))))
-        node.config_set("maxmemory-policy", "allkeys-lru")
+        master = client.get_primaries()[-1]  # type: ignore[union-attr]
+        client.config_set("maxmemory-policy", "allkeys-lru", target_nodes=master)  # type: ignore[call-arg]
         try:
             with pytest.raises(ConfigurationError, match="noeviction"):
                 store.check()
         finally:
-            node.config_set("maxmemory-policy", "noeviction")
-            node.close()
+            client.config_set("maxmemory-policy", "noeviction", target_nodes=master)  # type: ignore[call-arg]
     finally:
         store.close()
 
