@@ -36,7 +36,7 @@ from worker.kafka.batches import available_batch
 from worker.kafka.classification import classify, is_fatal, kafka_error
 from worker.kafka.messages import partition_offset
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
-from worker.kafka.transactions import call_kafka
+from worker.kafka.transactions import call_kafka, commit_due
 from worker.metrics import Metrics
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
 from worker.state.store import PackedSnapshot
@@ -206,7 +206,7 @@ class Gate:
         self._in_flight = batch
         if batch is None and previous is None:
             self._probe_readiness_when_idle()
-        if self._in_transaction and self._commit_due():
+        if self._in_transaction and self._commit_due(caught_up=batch is None):
             self._commit()
         self._health.mark_alive()
         return bool(messages)
@@ -418,10 +418,11 @@ class Gate:
             self._transaction_started = time.monotonic()
             self._transaction_messages = 0
 
-    def _commit_due(self) -> bool:
-        return (
-            self._transaction_messages >= self._gate.commit_every_messages
-            or time.monotonic() - self._transaction_started >= self._gate.commit_interval_seconds
+    def _commit_due(self, *, caught_up: bool) -> bool:
+        # caught_up: this step took nothing and no batch is left in flight, so all
+        # that was consumed is decided and in the transaction.
+        return commit_due(
+            self._gate, opened_at=self._transaction_started, records=self._transaction_messages, caught_up=caught_up
         )
 
     def _commit(self) -> None:
