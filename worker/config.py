@@ -187,6 +187,8 @@ class GateSettings(BaseModel):
     """Commit the transaction after this many input records..."""
     commit_interval_seconds: float = Field(default=0.2, gt=0)
     """...or after this many seconds, whichever comes first."""
+    commit_when_caught_up: bool = True
+    """Also commit as soon as every record taken is decided and none is waiting (group commit): below capacity a record then waits for one commit, not for the interval; at capacity records always wait and the count/interval rule governs. Off: commit only on count or interval (fewer, larger transactions)."""
     transaction_timeout_ms: int = Field(default=60000, ge=1000)
     """Kafka transaction.timeout.ms."""
     barrier_timeout_seconds: float = Field(default=5.0, gt=0)

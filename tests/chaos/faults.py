@@ -29,6 +29,10 @@ class Measured:
 
     pauses: list[float] = field(default_factory=list)  # seconds, one per fault
     resumes: list[RestartResume] = field(default_factory=list)  # broker restarts: per partition, from the outputs
+    # The same pauses counted from the broker's group coordinator answering again (single node only):
+    # what the workers took once the broker could serve them.
+    coordinator_pauses: list[float] = field(default_factory=list)
+    coordinator_waits: list[float] = field(default_factory=list)  # seconds from metadata to coordinator answering
     monitor_pauses: list[float] = field(default_factory=list)  # the same, as the offsets monitor sampled them
     longest_stall: float = 0.0
     exit_codes: dict[str, list[int]] = field(default_factory=dict)
@@ -333,6 +337,7 @@ def run_broker_faults(
     started = time.monotonic()
     wall_offset = time.time() - time.monotonic()
     backs: list[float] = []
+    coordinator_backs: list[float] = []
     with run.monitor() as monitor:
         threads = TrafficThreads(
             run.settings, run.codec, run.traffic, sends=10**9, sends_per_second=sends_per_second, events_per_second=10
@@ -347,11 +352,12 @@ def run_broker_faults(
                 flowing = threads.running
                 fault_started = time.monotonic()
                 bootstrap = run.settings.kafka.bootstrap_servers
+                answers = None
                 if "," in bootstrap:  # a cluster answers throughout: "back" is the fault's end (back in sync)
                     fault()
                     answered_at = None
                 else:
-                    with BrokerAnswers(bootstrap) as answers:
+                    with BrokerAnswers(bootstrap, group=run.settings.gate.group_id, topic=run.settings.topics.requested) as answers:
                         fault()
                     answered_at = answers.back_at
                 over = time.monotonic()
@@ -369,6 +375,11 @@ def run_broker_faults(
                     )
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n{watch.post_mortem()}") from None
+                if answers is not None and answered_at is not None:
+                    coordinator_at = answers.coordinator_back(timeout=30)
+                    if coordinator_at is not None:
+                        coordinator_backs.append(coordinator_at)
+                        measured.coordinator_waits.append(coordinator_at - answered_at)
                 waiting = [s for s in monitor.samples if s.at >= back][:1]
                 if flowing and threads.running and waiting and waiting[0].pending:
                     measured.effective_faults += 1
@@ -390,6 +401,9 @@ def run_broker_faults(
     sends = list(run.ledger.sends.values())
     measured.resumes = [resume_after(back_at, sends, verdict.outputs, wall_offset=wall_offset) for back_at in backs]
     measured.pauses = [r.every_partition for r in measured.resumes]
+    measured.coordinator_pauses = [
+        resume_after(at, sends, verdict.outputs, wall_offset=wall_offset).every_partition for at in coordinator_backs
+    ]
     return verdict, measured
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Self
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.chaos.checker import Output
@@ -31,20 +31,30 @@ PROBE_INTERVAL_SECONDS = 0.05
 
 
 class BrokerAnswers:
-    """Watches a broker being restarted: when it went away, and when it answered again.
+    """Watches a broker being restarted: when it went away, when it answered again, and when it served the group again.
 
     "Away" is its port refusing connections: a metadata request that merely
     times out on a busy box does not prove the broker stopped (taking one for
     it once put "back" before the restart had begun). "Answered" is a new
     client (no reconnect backoff carried over) getting metadata that names a
     broker, as ``deploy/local/stack`` waits for, once the port was seen refusing.
+
+    With ``group`` and ``topic``, the watch goes on after that until a new
+    consumer of ``group`` is given the committed offset of ``topic``'s first
+    partition: the broker's group coordinator has loaded the group again
+    (after a restart it answers "coordinator load in progress" for a while,
+    seconds on a busy box, and no worker can rewind, join or commit before).
+    That moment is :attr:`coordinator_at`; call :meth:`coordinator_back` for it.
     """
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, *, group: str | None = None, topic: str | None = None) -> None:
         self._bootstrap = bootstrap
+        self._group = group
+        self._topic = topic
         self._stop = threading.Event()
         self.down_at: float | None = None  # time.time() of the first probe that failed
         self.back_at: float | None = None  # time.time() of the first answer after that
+        self.coordinator_at: float | None = None  # time.time() of the group coordinator's first answer after that
         self._thread = threading.Thread(target=self._run, name="chaos-broker-answers", daemon=True)
 
     def __enter__(self) -> Self:
@@ -52,8 +62,16 @@ class BrokerAnswers:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        if self.back_at is None or self._group is None:
+            self._stop.set()
+            self._thread.join(5)
+        # else the coordinator watch goes on: see coordinator_back()
+
+    def coordinator_back(self, timeout: float) -> float | None:
+        """:attr:`coordinator_at`, waited for at most ``timeout`` seconds (None if it never answered)."""
+        self._thread.join(timeout)
         self._stop.set()
-        self._thread.join(5)
+        return self.coordinator_at
 
     def _answers(self) -> bool:
         admin = AdminClient({"bootstrap.servers": self._bootstrap, "log_level": 0, "socket.connection.setup.timeout.ms": 1000})
@@ -61,6 +79,25 @@ class BrokerAnswers:
             return bool(admin.list_topics(timeout=PROBE_TIMEOUT_SECONDS).brokers)
         except KafkaException:
             return False
+
+    def _coordinator_answers(self) -> bool:
+        assert self._group is not None and self._topic is not None
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": self._group,  # an offset fetch only: it never joins the group
+                "enable.auto.commit": False,
+                "log_level": 0,
+                "socket.connection.setup.timeout.ms": 1000,
+            }
+        )
+        try:
+            consumer.committed([TopicPartition(self._topic, 0)], timeout=PROBE_TIMEOUT_SECONDS)
+            return True
+        except KafkaException:
+            return False
+        finally:
+            consumer.close()
 
     def _refused(self) -> bool:
         host, _, port = self._bootstrap.split(",")[0].rpartition(":")
@@ -73,12 +110,18 @@ class BrokerAnswers:
             return False
 
     def _run(self) -> None:
-        while not self._stop.is_set() and self.back_at is None:
+        while not self._stop.is_set():
             if self.down_at is None:
                 if self._refused():
                     self.down_at = time.time()
-            elif self._answers():
-                self.back_at = time.time()
+            elif self.back_at is None:
+                if self._answers():
+                    self.back_at = time.time()
+                    if self._group is None:
+                        return
+            elif self._coordinator_answers():
+                self.coordinator_at = time.time()
+                return
             self._stop.wait(PROBE_INTERVAL_SECONDS)
 
 

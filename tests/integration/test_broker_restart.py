@@ -43,13 +43,16 @@ def fill_row(row: report.Row, verdict, measured: Measured, faults: int) -> None:
     row.fill(
         [verdict],
         exits=len(measured.worker_exits),
-        pause=f"pause after the broker was back: {summary(measured.pauses)}",
+        pause=f"pause after the broker was back: {summary(measured.pauses)}"
+        + (f"; after its group coordinator answered: {summary(measured.coordinator_pauses)}" if measured.coordinator_pauses else ""),
         note=f"{measured.effective_faults}/{faults} restarts with records in flight; "
         + "; ".join(measured.notes[-3:] if len(measured.notes) > 6 else measured.notes)
         + f"; every partition resumed after {[round(p, 1) for p in measured.pauses]} s"
         + f"; first decision after {[round(r.first, 1) for r in measured.resumes]} s"
         + f"; slowest partition {[r.slowest_partition for r in measured.resumes]}"
-        + f"; offsets monitor saw {[round(p, 1) for p in measured.monitor_pauses]} s",
+        + f"; offsets monitor saw {[round(p, 1) for p in measured.monitor_pauses]} s"
+        + f"; group coordinator answered {[round(w, 1) for w in measured.coordinator_waits]} s after metadata"
+        + f"; every partition resumed {[round(p, 1) for p in measured.coordinator_pauses]} s after that",
     )
     print(f"\n{report.render([row])}")  # shown with -s (make chaos prints every row at the end)
 

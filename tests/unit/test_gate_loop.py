@@ -336,3 +336,36 @@ def test_a_retriable_commit_error_is_retried_in_place_without_an_abort() -> None
     assert world.producer.commit_calls == len(world.producer.committed) + 1
     assert sorted(_to(r) for r in world.committed(BASE.topics.allowed)) == [f"ok{i}@example.com" for i in range(4)]
     assert world.group_offsets == {0: 2, 1: 2}
+
+
+class SecondWave(FakeConsumer):
+    """Delivers what the topic holds; the first time it runs dry, ``wave`` more sends arrive."""
+
+    def __init__(self, world: World, wave: list[str]) -> None:
+        super().__init__(world.requests, world.group_offsets)
+        self._world = world
+        self._wave = wave
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        batch = super().consume(num_messages, timeout)
+        if not batch and self._wave:
+            for to in self._wave:
+                self._world.send(to)
+            self._wave = []
+        return batch
+
+
+@pytest.mark.parametrize("when_caught_up", [True, False])
+def test_a_gate_that_has_decided_everything_commits_without_waiting_for_the_interval(when_caught_up: bool) -> None:
+    world = World(partitions=1, commit_interval_seconds=60.0, commit_when_caught_up=when_caught_up)
+    world.apply_preferences()
+    world.send("first@example.com")
+    world.consumer = SecondWave(world, ["second@example.com"])
+    world.run()
+
+    transactions = [[_to(r) for r in t.records] for t in world.producer.committed]
+    if when_caught_up:
+        assert transactions == [["first@example.com"], ["second@example.com"]], "committed once caught up, not after 60 s"
+    else:
+        assert transactions == [["first@example.com", "second@example.com"]], "one transaction, committed on the way out"
+    assert world.group_offsets == {0: 2}

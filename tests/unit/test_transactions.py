@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from worker.config import GateSettings
 from worker.errors import ExitCode, ProducerFenced, TransactionAborted
 from worker.kafka.recovery import ProducerFatal
-from worker.kafka.transactions import call_kafka
+from worker.kafka.transactions import call_kafka, commit_due
 from worker.metrics import Metrics
 
 
@@ -154,3 +157,27 @@ def test_librdkafka_accepts_the_recovery_settings():
     # Constructing a client validates every property without any network I/O to a
     # reachable broker (127.0.0.1:9 refuses at once); an unknown name or value raises.
     Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0, **BROKER_RESTART_RECOVERY})
+
+
+# --- when a transaction is committed ---------------------------------------------
+
+
+def _gate(**update: object) -> GateSettings:
+    return GateSettings().model_copy(update={"commit_every_messages": 100, "commit_interval_seconds": 10.0, **update})
+
+
+def test_a_transaction_is_committed_on_count_or_interval_whether_or_not_the_loop_caught_up() -> None:
+    now = time.monotonic()
+    for caught_up in (False, True):
+        assert commit_due(_gate(commit_when_caught_up=False), opened_at=now, records=100, caught_up=caught_up)
+        assert commit_due(_gate(commit_when_caught_up=False), opened_at=now - 10.5, records=1, caught_up=caught_up)
+
+
+def test_a_loop_with_records_waiting_keeps_its_transaction_open_below_count_and_interval() -> None:
+    assert not commit_due(_gate(), opened_at=time.monotonic(), records=99, caught_up=False)
+
+
+def test_a_caught_up_loop_commits_at_once_unless_told_to_wait_for_count_or_interval() -> None:
+    now = time.monotonic()
+    assert commit_due(_gate(), opened_at=now, records=1, caught_up=True)
+    assert not commit_due(_gate(commit_when_caught_up=False), opened_at=now, records=1, caught_up=True)

@@ -24,6 +24,7 @@ from worker.kafka.batches import available_batch
 from worker.kafka.classification import is_fatal
 from worker.kafka.clients import make_consumer, static_member_config, transactional_producer_config
 from worker.kafka.messages import partition_offset
+from worker.kafka.transactions import commit_due
 from worker.runtime import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,9 @@ class BareTransactionalLoop:
                     if first_done_at is None:
                         first_done_at = time.monotonic()
                         first_batch = len(messages)
-                if self._in_transaction and self._commit_due():
+                if self._in_transaction and commit_due(
+                    self._gate, opened_at=self._transaction_started, records=self._transaction_messages, caught_up=not messages
+                ):
                     self._commit()
                     result.transactions += 1
             if self._in_transaction:
@@ -123,12 +126,6 @@ class BareTransactionalLoop:
             partition, offset = partition_offset(message)
             self._next_offsets[partition] = offset + 1
         self._transaction_messages += len(messages)
-
-    def _commit_due(self) -> bool:
-        return (
-            self._transaction_messages >= self._gate.commit_every_messages
-            or time.monotonic() - self._transaction_started >= self._gate.commit_interval_seconds
-        )
 
     def _commit(self) -> None:
         offsets = [TopicPartition(self._input, p, o) for p, o in self._next_offsets.items()]

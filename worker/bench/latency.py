@@ -206,6 +206,7 @@ def measure_latency(
             "gate_produce_to_visible": _summary(probe.output_to_visible_ms),
         },
         "commit_interval_ms": round(settings.gate.commit_interval_seconds * 1000),
+        "commit_when_caught_up": settings.gate.commit_when_caught_up,
         "gate_process": outcome,
         # Batches near batch_max_messages mean the gate process fell behind the
         # offered load: the percentiles then measure its queue, not its commit cadence.

@@ -46,7 +46,8 @@ def render(console: Console, results: dict[str, Any]) -> None:
         ("state round trips per batch", f"{gate.get('round_trips_per_batch')} (EVALSHA: {gate.get('evalsha_per_batch')}, "
          f"{gate.get('mean_batch')} records/batch)"),
         (f"end-to-end at {latency.get('offered_rate', 0):,.0f}/s: p50 / p99",
-         f"{latency.get('p50_ms')} / {latency.get('p99_ms')} ms (commit every {latency.get('commit_interval_ms')} ms)"),
+         f"{latency.get('p50_ms')} / {latency.get('p99_ms')} ms (commit every {latency.get('commit_interval_ms')} ms"
+         f"{' or once caught up' if latency.get('commit_when_caught_up') else ''})"),
         ("rebuild", f"{rebuild.get('events_per_second', 0):,} events/s ({rebuild.get('events', 0):,} events)"),
         ("Redis memory per fact", f"{rebuild.get('bytes_per_fact')} B (MEMORY USAGE: {rebuild.get('memory_usage_bytes_per_fact')} B, "
          f"{rebuild.get('facts', 0):,} facts)"),

@@ -36,7 +36,7 @@ from worker.kafka.batches import available_batch
 from worker.kafka.classification import classify, is_fatal, kafka_error
 from worker.kafka.messages import partition_offset
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
-from worker.kafka.transactions import call_kafka
+from worker.kafka.transactions import call_kafka, commit_due
 from worker.metrics import Metrics
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
 from worker.state.store import PackedSnapshot
@@ -54,6 +54,9 @@ COMMITTED_TIMEOUT_SECONDS = 2.0
 # Consecutive rewinds timing out before the consumer is taken for one that lost
 # its group coordinator for good, even if a fresh client is not answered either.
 REWIND_TIMEOUTS_BEFORE_RECREATE = 2
+# A gate without partitions this long asks whether its consumer still has a
+# group coordinator (see _check_membership_when_idle).
+UNASSIGNED_CHECK_SECONDS = 3.0
 
 
 @dataclass
@@ -133,6 +136,7 @@ class Gate:
         self._assigned: set[int] = set()
         self._dead_letter_times: collections.deque[float] = collections.deque()
         self._readiness_checked_at = 0.0
+        self._assigned_seen_at = time.monotonic()
         self._in_flight: _Batch | None = None
         self._in_flight_dropped = False
         # One thread: reads run in batch order on the store's connection.
@@ -206,7 +210,8 @@ class Gate:
         self._in_flight = batch
         if batch is None and previous is None:
             self._probe_readiness_when_idle()
-        if self._in_transaction and self._commit_due():
+            self._check_membership_when_idle()
+        if self._in_transaction and self._commit_due(caught_up=batch is None):
             self._commit()
         self._health.mark_alive()
         return bool(messages)
@@ -238,6 +243,32 @@ class Gate:
             self._health.set_ready(False, reason=str(exc))
             return
         self._health.set_ready(True)
+
+    def _check_membership_when_idle(self) -> None:
+        """Re-create a consumer left without partitions and without a group coordinator.
+
+        After a broker restart a consumer that lost its partitions can stay
+        without a coordinator while the broker serves everyone else (librdkafka
+        #5511): it never rejoins, and its partitions wait for its session to
+        expire and a rebalance (43 s once in the 20-restart row). So a gate that
+        has held no partition for a few seconds asks for a committed offset; if
+        its consumer is not answered but a fresh client is, the consumer is the
+        one left behind and is re-created (same instance id). A gate with no
+        partitions because others hold them all is answered and left alone, and
+        while the broker serves nobody nothing is re-created.
+        """
+        now = time.monotonic()
+        if self._assigned:
+            self._assigned_seen_at = now
+            return
+        if now - self._assigned_seen_at < UNASSIGNED_CHECK_SECONDS:
+            return
+        self._assigned_seen_at = now  # at most one check per interval
+        try:
+            self._consumer.committed([TopicPartition(self._topics.requested, 0)], timeout=COMMITTED_TIMEOUT_SECONDS)
+        except KafkaException as exc:
+            if coordinator_answers_others(self._settings, partitions={0}, timeout=COMMITTED_TIMEOUT_SECONDS):
+                raise ConsumerFatal(f"gate consumer without partitions and without a coordinator: {exc}") from exc
 
     def _finish(self) -> None:
         in_flight, self._in_flight = self._in_flight, None
@@ -418,10 +449,11 @@ class Gate:
             self._transaction_started = time.monotonic()
             self._transaction_messages = 0
 
-    def _commit_due(self) -> bool:
-        return (
-            self._transaction_messages >= self._gate.commit_every_messages
-            or time.monotonic() - self._transaction_started >= self._gate.commit_interval_seconds
+    def _commit_due(self, *, caught_up: bool) -> bool:
+        # caught_up: this step took nothing and no batch is left in flight, so all
+        # that was consumed is decided and in the transaction.
+        return commit_due(
+            self._gate, opened_at=self._transaction_started, records=self._transaction_messages, caught_up=caught_up
         )
 
     def _commit(self) -> None:

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from confluent_kafka import KafkaException
 
+from worker.config import GateSettings
 from worker.errors import KafkaRetriable, TransactionAborted
 from worker.kafka.classification import classify
 from worker.kafka.recovery import ProducerFatal
@@ -25,6 +26,19 @@ from worker.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def commit_due(gate: GateSettings, *, opened_at: float, records: int, caught_up: bool) -> bool:
+    """Whether an open transaction of ``records`` input records, begun at ``opened_at`` (monotonic), is committed now.
+
+    On count or interval, and (``commit_when_caught_up``) as soon as nothing
+    is waiting: an idle loop that keeps its transaction open only adds the
+    rest of the interval to every record's latency, while a loop with a
+    backlog is never caught up, so its transactions stay as large as before.
+    """
+    if records >= gate.commit_every_messages or time.monotonic() - opened_at >= gate.commit_interval_seconds:
+        return True
+    return caught_up and gate.commit_when_caught_up
 
 MAX_RETRIES = 20
 # A hung call is abandoned this long after its own timeout. Short, because

@@ -1,0 +1,36 @@
+"""The restart watch's probes against the shared Kafka, and against a port where nothing listens."""
+
+from __future__ import annotations
+
+import socket
+
+from tests.chaos.resume import BrokerAnswers
+
+
+def _closed_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"  # closed again when the block ends: connections are refused
+
+
+def test_a_running_broker_answers_metadata_and_its_group_coordinator_the_offset_fetch(kafka_topics):
+    settings = kafka_topics
+    answers = BrokerAnswers(settings.kafka.bootstrap_servers, group=settings.gate.group_id, topic=settings.topics.requested)
+    assert not answers._refused()
+    assert answers._answers()
+    assert answers._coordinator_answers()
+
+
+def test_a_stopped_broker_is_refused_and_answers_neither_probe():
+    answers = BrokerAnswers(_closed_port(), group="no-group", topic="no-topic")
+    assert answers._refused()
+    assert not answers._answers()
+    assert not answers._coordinator_answers()
+
+
+def test_the_watch_records_no_return_of_a_broker_that_stays_away():
+    answers = BrokerAnswers(_closed_port(), group="no-group", topic="no-topic")
+    answers.__enter__()
+    assert answers.coordinator_back(timeout=1.0) is None
+    assert answers.down_at is not None, "the refused port was seen"
+    assert answers.back_at is None
