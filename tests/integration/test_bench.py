@@ -56,7 +56,34 @@ def test_quick_bench_runs_end_to_end_and_writes_json(settings, tmp_path):
         client.close()
 
 
-@pytest.mark.parametrize("args", [("--sends", "0"), ("--quick", "--orgs", "100000"), ("--latency-rate", "0")])
+def test_quick_bench_also_times_the_gate_on_a_cluster(settings, redis_cluster_service, tmp_path):
+    output = tmp_path / "bench.json"
+    result = sendgate(settings, "bench", "--quick", "--also-cluster", redis_cluster_service.url, "--output", str(output))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(output.read_text())
+
+    cluster = results["cluster"]
+    assert cluster["masters"] == 3 and len(cluster["evalsha_per_node_per_batch"]) == 3
+    assert cluster["records_per_second"] > 0 and cluster["ratio"] > 0 and cluster["to_standalone_gate"] > 0
+    assert cluster["prepared"]["events"] == results["preload"]["events"]
+    assert cluster["allowed"] == results["gate"]["allowed"] and cluster["suppressed"] == results["gate"]["suppressed"]
+    assert cluster["dead_lettered"] == 0 and cluster["fail_closed_pauses"] == 0
+    assert cluster["round_trips_per_batch"] == 1.0  # one pipeline per batch, one request per master in it
+    # Every batch reads through at least one master; the cluster is the test's own, so the sum is our gate's calls.
+    assert sum(cluster["evalsha_per_node_per_batch"].values()) >= 1.0
+    assert cluster["evalsha_per_batch"] == pytest.approx(sum(cluster["evalsha_per_node_per_batch"].values()), abs=0.01)
+    assert {"cluster prepare", "cluster gate"} <= set(results["stages"])
+    assert "gate on cluster (3 masters)" in result.stdout
+
+    client = redis_cluster_service.cluster_client()
+    try:
+        assert not list(client.scan_iter(match=f"sg{results['prefix']}*", count=1000))
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("args", [("--sends", "0"), ("--quick", "--orgs", "100000"), ("--latency-rate", "0"),
+                                  ("--quick", "--also-cluster", "127.0.0.1:7000")])
 def test_bad_arguments_exit_2(settings, args):
     result = sendgate(settings, "bench", *args)
     assert result.returncode == 2, result.stdout + result.stderr

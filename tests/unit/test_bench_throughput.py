@@ -5,7 +5,8 @@ from __future__ import annotations
 from worker.bench.baseline import BaselineResult
 from worker.bench.config import BenchConfig
 from worker.bench.gate_timing import GatePass
-from worker.bench.throughput import ThroughputComparison, TimedRun, spread
+from worker.bench.report import cluster_rows
+from worker.bench.throughput import ThroughputComparison, TimedRun, cluster_section, per_node_per_batch, spread
 
 
 def _baseline(rate: float) -> TimedRun:
@@ -36,3 +37,47 @@ def test_each_gate_run_is_held_against_its_neighbours():
     assert sections["gate"]["records_per_second"] == 52  # median of 75 and 30, rounded
     assert sections["gate"]["round_trips_per_batch"] == 1.0
     assert sections["throughput_order"] == "B G B G B"
+
+
+def _cluster_gate(rate: float, by_node: dict[str, int], *, batches: int = 2) -> TimedRun:
+    run = TimedRun("cluster-gate", measured_records=int(rate), seconds=1.0)
+    progress = {"allowed": 8, "suppressed": 2, "dead_lettered": 0, "transactions": 1, "fail_closed_pauses": 0,
+                "state_round_trips": batches}
+    run.passes.append(GatePass(records=10, measured_records=int(rate), seconds=1.0, batches=batches, measured_batches=batches - 1,
+                               progress=progress, evalsha_calls=sum(by_node.values()), phases={"state": 0.5},
+                               evalsha_by_node=by_node))
+    return run
+
+
+def test_evalsha_per_node_per_batch_sums_every_pass_of_every_run():
+    runs = [_cluster_gate(50, {"a:1": 12, "b:2": 8, "c:3": 12}, batches=2), _cluster_gate(50, {"a:1": 6, "b:2": 4}, batches=1)]
+    assert per_node_per_batch([p for run in runs for p in run.passes]) == {"a:1": 6.0, "b:2": 4.0, "c:3": 4.0}
+    assert per_node_per_batch([]) == {}
+
+
+def test_cluster_section_holds_each_run_against_the_same_baselines():
+    baselines = [_baseline(100), _baseline(200), _baseline(100)]
+    gates = [_cluster_gate(60, {"a:1": 12, "b:2": 8, "c:3": 12}), _cluster_gate(30, {"a:1": 12, "b:2": 8, "c:3": 0})]
+    section = cluster_section(baselines, gates, input_records=10, masters=3)
+    assert section["ratio_runs"] == [0.4, 0.2]
+    assert section["ratio"] == 0.3
+    assert section["records_per_second"] == 45  # median of 60 and 30
+    assert [run["records_per_second"] for run in section["runs"]] == [60, 30]
+    assert section["spread"] == round(30 / 45, 3)
+    assert section["masters"] == 3
+    assert section["batches"] == 4 and section["round_trips_per_batch"] == 1.0
+    assert section["evalsha_per_batch"] == 13.0  # (32 + 20) / 4
+    assert section["evalsha_per_node_per_batch"] == {"a:1": 6.0, "b:2": 4.0, "c:3": 3.0}
+    assert sum(section["evalsha_per_node_per_batch"].values()) == section["evalsha_per_batch"]
+    assert section["nodes_with_evalsha"] == 3
+    assert section["allowed"] == 8 and section["suppressed_share"] == 0.2
+
+
+def test_cluster_rows_only_with_a_cluster_section():
+    assert cluster_rows(None) == []
+    section = cluster_section([_baseline(100), _baseline(100)], [_cluster_gate(50, {"a:1": 4, "b:2": 2})], input_records=10, masters=2)
+    section["to_standalone_gate"] = 0.9
+    rows = dict(cluster_rows(section))
+    assert rows["gate on cluster (2 masters)"].startswith("50 records/s")
+    assert rows["cluster: EVALSHA per master per batch"] == "a:1 2.0, b:2 1.0"
+    assert rows["cluster gate / baseline"] == "0.5"

@@ -43,8 +43,15 @@ from worker.terminal import console, run_guarded
               help="JSON results [bench-results/bench-<timestamp>.json].")
 @click.option("--profile-gate", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Profile the gate run with pyinstrument (pip install pyinstrument) into this text file.")
+@click.option("--also-cluster", "cluster_url", metavar="URL", default=None,
+              help="Also time the gate on this Redis Cluster (any node, redis://host:port/0) in the same run: after the "
+                   "standalone gate rounds, the same preference events are applied into a store there and the gate's rounds "
+                   "repeat on the same sends (JSON section 'cluster': rate, ratio, EVALSHA per master per batch). "
+                   "Rebuild and latency stay on the configured Redis.")
 @click.pass_obj
-def bench_command(settings: Settings, /, quick: bool, output: Path | None, profile_gate: Path | None, **sizes: Any) -> None:
+def bench_command(
+    settings: Settings, /, quick: bool, output: Path | None, profile_gate: Path | None, cluster_url: str | None, **sizes: Any
+) -> None:
     """Measure the gate against the bare transactional loop, its latency, the rebuild and Redis memory."""
 
     config = dataclasses.replace(QUICK if quick else BenchConfig(), **{k: v for k, v in sizes.items() if v is not None})
@@ -53,10 +60,15 @@ def bench_command(settings: Settings, /, quick: bool, output: Path | None, profi
         raise click.BadParameter(f"{contacts} contacts cannot fill {config.orgs} organizations", param_hint="--orgs")
     if profile_gate is not None and importlib.util.find_spec("pyinstrument") is None:
         raise click.BadParameter("needs pyinstrument: pip install pyinstrument", param_hint="--profile-gate")
+    if cluster_url is not None and settings.redis.cluster:
+        raise click.BadParameter("the configured Redis is already a cluster: point it at a standalone Redis",
+                                 param_hint="--also-cluster")
+    if cluster_url is not None and not cluster_url.startswith(("redis://", "rediss://")):
+        raise click.BadParameter(f"{cluster_url!r} is not a redis:// URL", param_hint="--also-cluster")
     path = output or default_output()
 
     def body() -> None:
-        run = BenchRun(settings, config, console=console, profile_gate=profile_gate)
+        run = BenchRun(settings, config, console=console, profile_gate=profile_gate, cluster_url=cluster_url)
         try:
             run.run()
         except BaseException as exc:

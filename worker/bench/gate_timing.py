@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis.cluster import RedisCluster
 from rich.console import Console
 
 from worker.config import Settings
@@ -43,9 +44,14 @@ def _phase_sums(registry: Any) -> dict[str, float]:
     return {phase: registry.get_sample_value(name, {"phase": phase}) or 0.0 for phase in PHASES}
 
 
-def _evalsha_calls(client: StateClient) -> int:
-    """EVALSHA calls served so far, summed over a cluster's masters."""
-    return sum(int(info.get("cmdstat_evalsha", {}).get("calls", 0)) for info in per_primary_info(client, "commandstats"))
+def evalsha_by_node(client: StateClient) -> dict[str, int]:
+    """EVALSHA calls served so far by each master (``host:port``); a single server is ``"standalone"``."""
+    if isinstance(client, RedisCluster):
+        replies = client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        # Several masters answer as {"host:port": info}; redis-py unwraps a single answer.
+        by_node = replies if replies and all(":" in str(name) for name in replies) else {"primary": replies}
+        return {str(node): int(info.get("cmdstat_evalsha", {}).get("calls", 0)) for node, info in by_node.items()}
+    return {"standalone": sum(int(info.get("cmdstat_evalsha", {}).get("calls", 0)) for info in per_primary_info(client, "commandstats"))}
 
 
 @dataclass
@@ -60,6 +66,7 @@ class GatePass:
     progress: dict[str, int]
     evalsha_calls: int
     phases: dict[str, float] = field(default_factory=dict)
+    evalsha_by_node: dict[str, int] = field(default_factory=dict)  # the same calls, by master
 
     @property
     def records_per_second(self) -> float:
@@ -92,7 +99,7 @@ def time_gate_pass(
                 profile.parent.mkdir(parents=True, exist_ok=True)
                 profile.write_text(profiler.output_text(unicode=False, color=False))
 
-    evalsha_before = _evalsha_calls(client)
+    evalsha_before = evalsha_by_node(client)
     thread = threading.Thread(target=work, name="sendgate-bench-gate", daemon=True)
     thread.start()
     first: tuple[float, int, int, dict[str, float]] | None = None
@@ -113,7 +120,8 @@ def time_gate_pass(
                 thread.join(30)
                 raise GateStalled(f"gate: no progress for {NO_PROGRESS_TIMEOUT_SECONDS:g}s ({p.fail_closed_pauses} fail-closed pauses)")
     ended = time.monotonic()
-    evalsha = _evalsha_calls(client) - evalsha_before
+    evalsha_after = evalsha_by_node(client)
+    by_node = {node: calls - evalsha_before.get(node, 0) for node, calls in evalsha_after.items()}
     if failure:
         raise GateStalled(f"gate: {type(failure[0]).__name__}: {failure[0]}") from failure[0]
     p = gate.progress
@@ -132,8 +140,9 @@ def time_gate_pass(
             "transactions": p.committed_transactions, "fail_closed_pauses": p.fail_closed_pauses,
             "state_round_trips": p.state_round_trips,
         },
-        evalsha_calls=evalsha,
+        evalsha_calls=sum(by_node.values()),
         phases=sums,
+        evalsha_by_node=by_node,
     )
 
 

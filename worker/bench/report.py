@@ -52,6 +52,7 @@ def render(console: Console, results: dict[str, Any]) -> None:
         ("Redis memory per fact", f"{rebuild.get('bytes_per_fact')} B (MEMORY USAGE: {rebuild.get('memory_usage_bytes_per_fact')} B, "
          f"{rebuild.get('facts', 0):,} facts)"),
     ]
+    rows += cluster_rows(results.get("cluster"))
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -67,6 +68,22 @@ def render(console: Console, results: dict[str, Any]) -> None:
     for name, check in results.get("targets", {}).items():
         targets.add_row(name, str(check["value"]), "[green]yes[/green]" if check["met"] else "[red]no[/red]")
     console.print(targets)
+
+
+def cluster_rows(cluster: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The table's rows for the gate on the Redis Cluster (``--also-cluster``); none without it."""
+    if not cluster:
+        return []
+    per_node = cluster.get("evalsha_per_node_per_batch", {})
+    nodes = ", ".join(f"{node} {value}" for node, value in per_node.items())
+    return [
+        (f"gate on cluster ({cluster.get('masters')} masters)",
+         f"{cluster.get('records_per_second', 0):,} records/s{_runs(cluster)}, {cluster.get('to_standalone_gate')}× standalone gate"),
+        ("cluster gate / baseline", f"{cluster.get('ratio')}{_ratio_runs(cluster)}"),
+        ("cluster: round trips per batch", f"{cluster.get('round_trips_per_batch')} pipeline (one request per master it reads; "
+         f"EVALSHA: {cluster.get('evalsha_per_batch')}, {cluster.get('mean_batch')} records/batch)"),
+        ("cluster: EVALSHA per master per batch", nodes or "?"),
+    ]
 
 
 def _runs(section: dict[str, Any]) -> str:

@@ -6,8 +6,12 @@
 4. ``baseline`` — the bare transactional loop over them (:mod:`worker.bench.baseline`), and
 5. ``gate``     — the real gate over the same records: records/s, state round trips per batch, time per phase;
    the two alternate, each run long enough to be steady (:mod:`worker.bench.throughput`);
-6. ``latency``  — a gate process at a fixed offered load below saturation (half the gate's rate,
+6. ``cluster``  — only with a cluster URL (``--also-cluster``): the same preference topic applied into the
+   store on that Redis Cluster, then the gate's rounds again on the same sends against it (the ``cluster`` section);
+7. ``latency``  — a gate process at a fixed offered load below saturation (half the gate's rate,
    :mod:`worker.bench.latency`): from produce to visible under read_committed, p50/p99.
+
+The rebuild and latency stages run on the configured Redis only.
 """
 
 from __future__ import annotations
@@ -50,9 +54,12 @@ class BenchRun:
     """One bench run: named stages in order, each adding its section to :attr:`results`."""
 
     def __init__(
-        self, base: Settings, config: BenchConfig, *, console: Console | None = None, profile_gate: Path | None = None
+        self, base: Settings, config: BenchConfig, *, console: Console | None = None, profile_gate: Path | None = None,
+        cluster_url: str | None = None,
     ) -> None:
         self.config = config
+        self._cluster_url = cluster_url
+        self._comparison: ThroughputComparison | None = None
         self._profile_gate = profile_gate
         self.names = bench_settings(base, run_id=uuid.uuid4().hex[:8], partitions=config.partitions)
         self.console = console
@@ -85,6 +92,7 @@ class BenchRun:
             ("rebuild", self._rebuild),
             ("sends", self._produce_sends),
             ("baseline and gate", self._throughput),
+            *([("cluster", self._cluster)] if self._cluster_url else []),
             ("latency", self._latency),
         ]
         try:
@@ -158,11 +166,52 @@ class BenchRun:
 
     def _throughput(self) -> dict[str, float]:
         comparison = ThroughputComparison(self.names, self.config, self._redis, console=self.console, profile=self._profile_gate)
+        self._comparison = comparison
         try:
             self.results.update(comparison.run())
         finally:
             self._groups.extend(comparison.groups)
         return comparison.stage_seconds
+
+    def _cluster_settings(self) -> Settings:
+        main = self.names.main
+        return main.model_copy(update={
+            "redis": main.redis.model_copy(update={"url": self._cluster_url, "cluster": True}),
+            "preferences": main.preferences.model_copy(update={"group_id": f"{self.names.prefix}-cluster-prefs"}),
+        })
+
+    def _cluster(self) -> dict[str, float]:
+        """The store rebuilt on the cluster from the same preference topic, then the gate's rounds against it."""
+        from redis.cluster import RedisCluster
+
+        from worker.ops.rebuild import rebuild
+
+        assert self._comparison is not None  # the throughput stage ran first
+        settings = self._cluster_settings()
+        self._groups.append(settings.preferences.group_id)
+        started = time.monotonic()
+        result = rebuild(settings, console=self.console)
+        prepared = time.monotonic() - started
+        client = connect(settings.redis.model_copy(update={"socket_timeout_seconds": 60.0}))
+        assert isinstance(client, RedisCluster)
+        known = len(self._comparison.groups)  # the standalone runs' groups are in self._groups already
+        try:
+            before = self._comparison.stage_seconds.get("cluster-gate", 0.0)
+            section = {
+                "url": self._cluster_url,
+                "redis": per_primary_info(client, "server")[0].get("redis_version"),
+                "shards": settings.state.shards,
+                "prepared": {"events": result.events_applied + result.events_rejected, "applied": result.events_applied,
+                             "seconds": round(result.seconds, 2)},
+                **self._comparison.run_cluster(settings, client),
+            }
+        finally:
+            self._groups.extend(self._comparison.groups[known:])
+            client.close()
+        standalone = self.results["gate"]["records_per_second"]
+        section["to_standalone_gate"] = round(section["records_per_second"] / standalone, 3) if standalone else None
+        self.results["cluster"] = section
+        return {"cluster prepare": prepared, "cluster gate": self._comparison.stage_seconds["cluster-gate"] - before}
 
     def _latency(self) -> None:
         rate = self.config.latency_rate or max(50.0, round(self.results["gate"]["records_per_second"] * 0.5, -1))
@@ -186,6 +235,15 @@ class BenchRun:
             logger.warning("bench Redis keys not deleted", extra={"error": str(exc)})
         finally:
             store.close()
+        if self._cluster_url:
+            cluster = self._cluster_settings()
+            cluster_store = RedisStateStore.from_settings(cluster.redis, cluster.state)
+            try:
+                cluster_store.clear()
+            except redis.RedisError as exc:
+                logger.warning("bench keys on the cluster not deleted", extra={"error": str(exc)})
+            finally:
+                cluster_store.close()
         admin = AdminClient(main.kafka.common_config())
         for future in admin.delete_consumer_groups([*self.names.groups(), *self._groups], request_timeout=10).values():
             with contextlib.suppress(KafkaException):  # a group that never committed does not exist: nothing to delete

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis.cluster import RedisCluster
 from rich.console import Console
 
 from worker.bench.baseline import BareTransactionalLoop, BaselineResult
 from worker.bench.config import BenchConfig, BenchFailed, BenchSettings
-from worker.bench.gate_timing import GatePass, gate_section, time_gate_pass
+from worker.bench.gate_timing import GatePass, evalsha_by_node, gate_section, time_gate_pass
 from worker.config import Settings
 from worker.state.connection import StateClient
 
@@ -83,6 +84,7 @@ class ThroughputComparison:
         self._profile = profile
         self.groups: list[str] = []
         self.stage_seconds = {"baseline": 0.0, "gate": 0.0}
+        self.baselines: list[TimedRun] = []  # of :meth:`run`, for the cluster's ratios
 
     def run(self) -> dict[str, Any]:
         """The ``baseline``, ``gate`` and ``ratio`` sections of the results."""
@@ -91,15 +93,30 @@ class ThroughputComparison:
         for round_index in range(self._config.rounds):
             gates.append(self._timed("gate", round_index))
             baselines.append(self._timed("baseline", round_index + 1))
+        self.baselines = baselines
         return self._sections(baselines, gates)
 
-    def _timed(self, kind: str, index: int) -> TimedRun:
+    def run_cluster(self, settings: Settings, client: RedisCluster) -> dict[str, Any]:
+        """The ``cluster`` section: ``rounds`` gate runs against the cluster of ``settings``, after :meth:`run`.
+
+        Same sends, same run length; each run is held against the same
+        baselines as the standalone gate run of its round (the baseline does
+        not touch Redis).
+        """
+        gates = [self._timed("cluster-gate", index, settings=settings, client=client) for index in range(self._config.rounds)]
+        return cluster_section(self.baselines, gates, input_records=self._config.sends, masters=len(evalsha_by_node(client)))
+
+    def _timed(self, kind: str, index: int, *, settings: Settings | None = None, client: StateClient | None = None) -> TimedRun:
         run = TimedRun(kind)
         started = time.monotonic()
         while not run.passes or (run.seconds < self._config.min_run_seconds and len(run.passes) < MAX_PASSES_PER_RUN):
             group = f"{self._names.prefix}-{kind}-r{index}p{len(run.passes)}"
             self.groups.append(group)
-            one = self._gate_pass(group, first=index == 0 and not run.passes) if kind == "gate" else self._baseline_pass(group)
+            one: GatePass | BaselineResult
+            if kind == "baseline":
+                one = self._baseline_pass(group)
+            else:
+                one = self._gate_pass(group, first=kind == "gate" and index == 0 and not run.passes, settings=settings, client=client)
             run.passes.append(one)
             run.measured_records += one.measured_records
             run.seconds += one.seconds
@@ -109,7 +126,7 @@ class ThroughputComparison:
                 extra={"kind": kind, "passes": len(run.passes), "seconds": round(run.seconds, 2)},
             )
         run.wall_seconds = time.monotonic() - started
-        self.stage_seconds[kind] += run.wall_seconds
+        self.stage_seconds[kind] = self.stage_seconds.get(kind, 0.0) + run.wall_seconds
         return run
 
     def _baseline_pass(self, group: str) -> BaselineResult:
@@ -122,20 +139,21 @@ class ThroughputComparison:
             raise BenchFailed(f"baseline: moved {result.records} of {self._config.sends} records before its timeout")
         return result
 
-    def _gate_pass(self, group: str, *, first: bool) -> GatePass:
+    def _gate_pass(
+        self, group: str, *, first: bool, settings: Settings | None = None, client: StateClient | None = None
+    ) -> GatePass:
         # Only the very first pass is profiled: one call tree, not a pile of them.
         profile = self._profile if first else None
-        return time_gate_pass(with_group(self._names.main, group), self._config.sends, self._client, console=self._console, profile=profile)
+        return time_gate_pass(
+            with_group(settings or self._names.main, group), self._config.sends, client or self._client,
+            console=self._console, profile=profile,
+        )
 
     def _sections(self, baselines: list[TimedRun], gates: list[TimedRun]) -> dict[str, Any]:
         baseline_rates = [run.records_per_second for run in baselines]
         gate_rates = [run.records_per_second for run in gates]
         # Each gate run against the baselines either side of it.
-        ratios = [
-            gate / ((before + after) / 2)
-            for gate, before, after in zip(gate_rates, baseline_rates, baseline_rates[1:], strict=False)
-            if before + after > 0
-        ]
+        ratios = neighbour_ratios(baseline_rates, gate_rates)
         baseline_passes: list[BaselineResult] = [p for run in baselines for p in run.passes]
         gate_passes: list[GatePass] = [p for run in gates for p in run.passes]
         gate = gate_section(gate_passes, input_records=self._config.sends)
@@ -157,6 +175,54 @@ class ThroughputComparison:
             "throughput_order": " ".join("B" if i % 2 == 0 else "G" for i in range(len(baselines) + len(gates))),
             "min_run_seconds": self._config.min_run_seconds,
         }
+
+
+def neighbour_ratios(baseline_rates: Sequence[float], gate_rates: Sequence[float]) -> list[float]:
+    """Gate run ``i`` over the mean of baseline runs ``i`` and ``i + 1`` (the ones either side of it)."""
+    return [
+        gate / ((before + after) / 2)
+        for gate, before, after in zip(gate_rates, baseline_rates, baseline_rates[1:], strict=False)
+        if before + after > 0
+    ]
+
+
+def per_node_per_batch(passes: Sequence[GatePass]) -> dict[str, float]:
+    """EVALSHA calls each master served for the gate, over the gate's batches (all passes summed)."""
+    batches = sum(p.batches for p in passes)
+    calls: dict[str, int] = {}
+    for p in passes:
+        for node, count in p.evalsha_by_node.items():
+            calls[node] = calls.get(node, 0) + count
+    return {node: round(count / batches, 3) if batches else 0.0 for node, count in sorted(calls.items())}
+
+
+def cluster_section(
+    baselines: Sequence[TimedRun], gates: Sequence[TimedRun], *, input_records: int, masters: int
+) -> dict[str, Any]:
+    """The bench's ``cluster`` section: the gate's runs against a Redis Cluster, per master and per batch."""
+    passes: list[GatePass] = [p for run in gates for p in run.passes]
+    gate = gate_section(passes, input_records=input_records)
+    ratios = neighbour_ratios([run.records_per_second for run in baselines], [run.records_per_second for run in gates])
+    by_node = per_node_per_batch(passes)
+    return {
+        **{name: gate[name] for name in (
+            "records", "passes", "records_decided", "seconds", "allowed", "suppressed", "dead_lettered", "suppressed_share",
+            "batches", "mean_batch", "transactions", "fail_closed_pauses", "state_round_trips", "round_trips_per_batch",
+            "redis_evalsha_calls", "evalsha_per_batch", "phases",
+        )},
+        **_rates(gates),
+        "ratio": round(statistics.median(ratios), 3) if ratios else None,
+        "ratio_runs": [round(r, 3) for r in ratios],
+        "ratio_spread": spread(ratios),
+        "ratio_note": "each cluster gate run over the standalone phase's baselines either side of the standalone gate run "
+        "of the same round (the baseline does not touch Redis)",
+        "masters": masters,
+        "evalsha_per_node_per_batch": by_node,
+        "nodes_with_evalsha": sum(1 for value in by_node.values() if value > 0),
+        "round_trips_per_node_per_batch_note": "redis-py's cluster pipeline sends one request per node a batch's "
+        "script calls map to, so each master a batch reads costs that batch one round trip; "
+        "round_trips_per_batch counts the gate's pipelines (one per batch), not nodes",
+    }
 
 
 def _rates(runs: Sequence[TimedRun]) -> dict[str, Any]:
