@@ -226,24 +226,9 @@ class BenchRun:
             delete_topics(main, self.names.topics())
         except SendgateError as exc:
             logger.warning("bench topics not deleted", extra={"error": str(exc)})
-        from worker.state.redis_store import RedisStateStore
-
-        store = RedisStateStore.from_settings(main.redis, main.state)
-        try:
-            store.clear()
-        except redis.RedisError as exc:
-            logger.warning("bench Redis keys not deleted", extra={"error": str(exc)})
-        finally:
-            store.close()
+        _clear_store(main, "bench Redis keys not deleted")
         if self._cluster_url:
-            cluster = self._cluster_settings()
-            cluster_store = RedisStateStore.from_settings(cluster.redis, cluster.state)
-            try:
-                cluster_store.clear()
-            except redis.RedisError as exc:
-                logger.warning("bench keys on the cluster not deleted", extra={"error": str(exc)})
-            finally:
-                cluster_store.close()
+            _clear_store(self._cluster_settings(), "bench keys on the cluster not deleted")
         admin = AdminClient(main.kafka.common_config())
         for future in admin.delete_consumer_groups([*self.names.groups(), *self._groups], request_timeout=10).values():
             with contextlib.suppress(KafkaException):  # a group that never committed does not exist: nothing to delete
@@ -291,3 +276,16 @@ def _kafka_version(settings: Settings) -> str:
     state = Path(os.environ.get("SENDGATE_STACK_DIR", Path(__file__).resolve().parents[2] / "deploy" / "local" / ".state"))
     jars = sorted((state / "lib").glob("kafka-server-[0-9]*.jar"))
     return jars[-1].stem.removeprefix("kafka-server-") + " (local stack)" if jars else "unknown"
+
+
+def _clear_store(settings: Settings, failure: str) -> None:
+    """Delete the bench's store; a Redis that cannot be reached is logged with ``failure``, not raised."""
+    from worker.state.redis_store import RedisStateStore
+
+    store = RedisStateStore.from_settings(settings.redis, settings.state)
+    try:
+        store.clear()
+    except redis.RedisError as exc:
+        logger.warning(failure, extra={"error": str(exc)})
+    finally:
+        store.close()
