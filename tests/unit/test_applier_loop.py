@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from tests.unit.kafka_fakes import FakeConsumer, FakeEndOffsets, FakeTopic
@@ -227,3 +229,52 @@ def test_a_shard_that_came_back_older_is_caught_up_from_its_own_progress() -> No
     opted_out_everywhere(setup, 40)
     assert {n for named, _ in store.commits for n in named} == {older_shard}
     assert store.status().progress == setup.topic.ends()
+
+
+class StuckAfterFirstRead(FakeEndOffsets):
+    """Answers the first end-offsets read (the generation's targets); every later one waits until released."""
+
+    def __init__(self, topic: FakeTopic) -> None:
+        super().__init__(topic)
+        self.reads = 0
+        self.stuck = threading.Event()
+        self.release = threading.Event()
+
+    def read(self) -> dict[int, int]:
+        self.reads += 1
+        if self.reads > 1:
+            self.stuck.set()
+            self.release.wait(30)
+        return super().read()
+
+
+def test_an_end_offsets_read_waiting_for_kafka_does_not_hold_back_applying() -> None:
+    setup = Setup()
+    setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email="first@example.com"))
+    offsets = StuckAfterFirstRead(setup.topic)
+    stop = StopSignal()
+    applier = PreferenceApplier(
+        settings=SETTINGS,
+        store=setup.store,
+        codec=CODEC,
+        consumer_factory=setup.consumer,  # type: ignore[arg-type]
+        rejection_writer=setup.rejections,  # type: ignore[arg-type]
+        end_offsets=offsets,  # type: ignore[arg-type]
+        metrics=setup.metrics,
+        stop=stop,
+    )
+    running = threading.Thread(target=applier.run, daemon=True)
+    running.start()
+    try:
+        assert offsets.stuck.wait(10), "the lag metric never asked for end offsets"
+        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email="later@example.com"), partition=1)
+        deadline = time.monotonic() + 10
+        while setup.store.status().progress.get(1, 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert setup.store.status().progress.get(1, 0) == 1, "an event arriving while the lag read waits was not applied"
+        assert setup.decide(email_to("later@example.com")) == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,)
+    finally:
+        offsets.release.set()
+        stop.set()
+        running.join(10)
+    assert not running.is_alive()

@@ -11,6 +11,7 @@ shard, and a batch is committed only to the shards that have not applied it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 IDLE_PROGRESS_INTERVAL_SECONDS = 0.2
 LAG_INTERVAL_SECONDS = 1.0
+MEMBERSHIP_CHECK_INTERVAL_SECONDS = 1.0
 UNASSIGNED_CHECK_SECONDS = 10.0
 COORDINATOR_PROBE_SECONDS = 3.0
 
@@ -107,6 +109,19 @@ class PreferenceApplier:
         """Run until stopped; ``until_ready`` returns once the store is ready (rebuilds)."""
         tune_garbage_collector()
         self._store.check()
+        # The lag metric asks Kafka for end offsets, which can wait seconds for an
+        # answer after a broker restart (worker/kafka/offsets.py); asked from the
+        # apply loop, that wait once held back applying for over 5 s, and every
+        # gate failed closed at the freshness barrier meanwhile.
+        lag_stop = threading.Event()
+        lag_thread = threading.Thread(target=self._observe_lag_until, args=(lag_stop,), name="sendgate-applier-lag", daemon=True)
+        lag_thread.start()
+        try:
+            return self._run(until_ready=until_ready, idle_exit_seconds=idle_exit_seconds)
+        finally:
+            lag_stop.set()
+
+    def _run(self, *, until_ready: bool, idle_exit_seconds: float | None) -> ApplierProgress:
         while not self._stop.is_set:
             try:
                 if self._run_generation(until_ready=until_ready, idle_exit_seconds=idle_exit_seconds):
@@ -171,7 +186,7 @@ class PreferenceApplier:
         )
         last_message_at = time.monotonic()
         last_idle_progress = 0.0
-        last_lag = 0.0
+        last_membership_check = 0.0
         assigned_seen_at = time.monotonic()
         try:
             while not self._stop.is_set:
@@ -191,9 +206,8 @@ class PreferenceApplier:
                     last_idle_progress = now
                     if idle_exit_seconds is not None and now - last_message_at >= idle_exit_seconds:
                         return True
-                if now - last_lag >= LAG_INTERVAL_SECONDS:
-                    self._observe_lag()
-                    last_lag = now
+                if now - last_membership_check >= MEMBERSHIP_CHECK_INTERVAL_SECONDS:
+                    last_membership_check = now
                     if consumer.assignment():
                         assigned_seen_at = now
                     elif now - assigned_seen_at >= UNASSIGNED_CHECK_SECONDS:
@@ -396,6 +410,13 @@ class PreferenceApplier:
             logger.info("state store ready", extra={"generation": combined.generation, "applied": dict(combined.progress)})
         self.progress.status = combined
         self._metrics.state_ready.set(1 if combined.ready else 0)
+
+    def _observe_lag_until(self, stop: threading.Event) -> None:
+        while not stop.wait(LAG_INTERVAL_SECONDS):
+            try:
+                self._observe_lag()
+            except Exception as exc:  # a metric: whatever it meets, the loop that applies goes on and meets it too
+                logger.warning("preference lag not observed", extra={"error": str(exc)})
 
     def _observe_lag(self) -> None:
         try:
