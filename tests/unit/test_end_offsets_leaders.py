@@ -116,3 +116,22 @@ def test_an_answer_resets_the_count_of_silences() -> None:
             offsets.read()
         assert offsets.read() == {0: 10}
     assert renewals == []
+
+
+def test_a_client_that_knows_no_leader_twice_in_a_row_is_replaced() -> None:
+    no_leaders = RestartedBrokerAdmin(fenced_answers=10**6, code=KafkaError._NOENT)
+    answering = RestartedBrokerAdmin(fenced_answers=0)
+    made: list[object] = []
+
+    def renew():  # type: ignore[no-untyped-def]
+        made.append(answering)
+        return answering
+
+    offsets = CommittedEndOffsets(no_leaders, "preferences.changed", renew=renew)  # type: ignore[arg-type]
+    with pytest.raises(OffsetsUnavailable):
+        offsets.read()
+    assert made == []
+    with pytest.raises(OffsetsUnavailable):
+        offsets.read()
+    assert made == [answering] and offsets.renewals == 1
+    assert offsets.read() == {0: 10, 1: 11}
