@@ -17,7 +17,7 @@ import redis
 
 from tests.chaos.checker import Verdict
 from tests.chaos.processes import WorkerProcess
-from tests.chaos.resume import BrokerAnswers, RestartResume, resume_after
+from tests.chaos.resume import BrokerAnswers, RestartResume, resume_after, waited_through
 from tests.chaos.run import ChaosRun
 from tests.chaos.workload import TrafficThreads
 from worker.state.addressing import FactAddressing
@@ -338,6 +338,7 @@ def run_broker_faults(
     wall_offset = time.time() - time.monotonic()
     backs: list[float] = []
     coordinator_backs: list[float] = []
+    flowed: list[bool] = []  # per fault: traffic flowing when it began and when the broker was back
     with run.monitor() as monitor:
         threads = TrafficThreads(
             run.settings, run.codec, run.traffic, sends=10**9, sends_per_second=sends_per_second, events_per_second=10
@@ -380,9 +381,7 @@ def run_broker_faults(
                     if coordinator_at is not None:
                         coordinator_backs.append(coordinator_at)
                         measured.coordinator_waits.append(coordinator_at - answered_at)
-                waiting = [s for s in monitor.samples if s.at >= back][:1]
-                if flowing and threads.running and waiting and waiting[0].pending:
-                    measured.effective_faults += 1
+                flowed.append(flowing and threads.running)
             time.sleep(tail_seconds)
         finally:
             threads.stop()
@@ -401,6 +400,11 @@ def run_broker_faults(
     sends = list(run.ledger.sends.values())
     measured.resumes = [resume_after(back_at, sends, verdict.outputs, wall_offset=wall_offset) for back_at in backs]
     measured.pauses = [r.every_partition for r in measured.resumes]
+    measured.effective_faults = sum(
+        1
+        for back_at, flowing in zip(backs, flowed, strict=True)
+        if flowing and waited_through(back_at, sends, verdict.outputs, wall_offset=wall_offset) > 0
+    )
     measured.coordinator_pauses = [
         resume_after(at, sends, verdict.outputs, wall_offset=wall_offset).every_partition for at in coordinator_backs
     ]

@@ -182,6 +182,25 @@ def resume_after(
     )
 
 
+def waited_through(back_at: float, sends: Iterable[SentRecord], outputs: dict[str, list[Output]], *, wall_offset: float) -> int:
+    """How many records handed to the producer before ``back_at`` were first decided at or after it.
+
+    They were waiting or in flight when the broker came back: proof that the
+    restart landed on live traffic, read from the outputs, so it holds however
+    fast the gates resume (a sample of pending records right after "back" once
+    found none because the gates had already caught up).
+    """
+    back_ms = back_at * 1000
+    count = 0
+    for record in sends:
+        if record.produced_at + wall_offset >= back_at:
+            continue
+        decided = [o.decided_at_ms for o in outputs.get(record.message_id, []) if o.decided_at_ms is not None]
+        if decided and min(decided) >= back_ms:
+            count += 1
+    return count
+
+
 def summary(pauses: list[float], *, bound: float = 5.0) -> str:
     """Median, maximum and how many exceed ``bound``, e.g. ``median 1.2 s, max 3.4 s, 0 of 20 > 5 s``."""
     if not pauses:

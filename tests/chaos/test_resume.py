@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.chaos.checker import ALLOWED, Output
-from tests.chaos.resume import resume_after, summary
+from tests.chaos.resume import resume_after, summary, waited_through
 from tests.chaos.workload import DECISION, SentRecord
 
 BACK = 1_000.0  # time.time() the broker answered again
@@ -56,3 +56,17 @@ def test_an_aborted_early_decision_does_not_count_only_the_committed_one() -> No
 def test_summary_reports_median_max_and_how_many_exceed_the_bound() -> None:
     assert summary([1.0, 2.0, 6.0, 3.0]) == "median 2.5 s, max 6.0 s, 1 of 4 > 5 s"
     assert summary([]) == "no pauses measured"
+
+
+def test_records_handed_over_before_the_broker_was_back_and_decided_after_it_prove_the_restart_landed_on_traffic() -> None:
+    sends = [
+        _record("decided-before", 0, acked=BACK - 3),
+        _record("waited", 0, acked=BACK + 0.2),  # handed over during the outage, acknowledged once back
+        _record("after", 1, acked=BACK + 2),
+        _record("undecided", 1, acked=BACK - 1),
+    ]
+    for record in sends:
+        record.produced_at = record.acked_at - 0.5 if record.message_id != "waited" else BACK - 4 - WALL
+    outputs = {"decided-before": _decided(BACK - 2.5), "waited": _decided(BACK + 0.3), "after": _decided(BACK + 2.1)}
+    assert waited_through(BACK, sends, outputs, wall_offset=WALL) == 1
+    assert waited_through(BACK - 10, sends, outputs, wall_offset=WALL) == 0, "nothing was handed over before then"
