@@ -72,17 +72,20 @@ class Setup:
         self.consumers.append(consumer)
         return consumer
 
-    def run(self) -> PreferenceApplier:
-        applier = PreferenceApplier(
+    def applier(self, *, end_offsets: FakeEndOffsets | None = None, stop: StopSignal | None = None) -> PreferenceApplier:
+        return PreferenceApplier(
             settings=SETTINGS,
             store=self.store,
             codec=CODEC,
             consumer_factory=self.consumer,  # type: ignore[arg-type]
             rejection_writer=self.rejections,  # type: ignore[arg-type]
-            end_offsets=FakeEndOffsets(self.topic),  # type: ignore[arg-type]
+            end_offsets=end_offsets or FakeEndOffsets(self.topic),  # type: ignore[arg-type]
             metrics=self.metrics,
-            stop=StopSignal(),
+            stop=stop or StopSignal(),
         )
+
+    def run(self) -> PreferenceApplier:
+        applier = self.applier()
         applier.run(idle_exit_seconds=0.3)
         return applier
 
@@ -179,6 +182,11 @@ class RecordsCommits(MemoryStateStore):
         return super().commit_shards(**kwargs)
 
 
+def produce_opt_outs(setup: Setup, numbers: range) -> None:
+    for i in numbers:
+        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email=f"o{i}@example.com"), partition=i % 2)
+
+
 def opted_out_everywhere(setup: Setup, count: int) -> None:
     for i in range(count):
         assert setup.decide(email_to(f"o{i}@example.com")) == (SuppressionReason.EMAIL_OPT_OUT_ORGANIZATION,), i
@@ -187,8 +195,7 @@ def opted_out_everywhere(setup: Setup, count: int) -> None:
 def test_a_shard_that_came_back_empty_is_reapplied_alone_and_the_others_are_not_written() -> None:
     store = RecordsCommits()
     setup = Setup(store=store)
-    for i in range(40):
-        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email=f"o{i}@example.com"), partition=i % 2)
+    produce_opt_outs(setup, range(40))
     setup.run()
     lost = store.shard_of(next(iter(store.cells))[0])
     others = {cell: value for cell, value in store.cells.items() if store.shard_of(cell[0]) != lost}
@@ -209,14 +216,12 @@ def test_a_shard_that_came_back_empty_is_reapplied_alone_and_the_others_are_not_
 def test_a_shard_that_came_back_older_is_caught_up_from_its_own_progress() -> None:
     store = RecordsCommits()
     setup = Setup(store=store)
-    for i in range(20):
-        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email=f"o{i}@example.com"), partition=i % 2)
+    produce_opt_outs(setup, range(20))
     setup.run()
     older_shard = 3
     older_status = store.shard_status(older_shard)
     older_cells = {c: v for c, v in store.cells.items() if store.shard_of(c[0]) == older_shard}
-    for i in range(20, 40):
-        setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email=f"o{i}@example.com"), partition=i % 2)
+    produce_opt_outs(setup, range(20, 40))
     setup.run()
     # Asynchronous replication: the promoted replica had not seen the second half.
     store.flush(older_shard)
@@ -253,16 +258,7 @@ def test_an_end_offsets_read_waiting_for_kafka_does_not_hold_back_applying() -> 
     setup.produce(event(T.EMAIL_OPT_OUT_ORGANIZATION, org=ORG, email="first@example.com"))
     offsets = StuckAfterFirstRead(setup.topic)
     stop = StopSignal()
-    applier = PreferenceApplier(
-        settings=SETTINGS,
-        store=setup.store,
-        codec=CODEC,
-        consumer_factory=setup.consumer,  # type: ignore[arg-type]
-        rejection_writer=setup.rejections,  # type: ignore[arg-type]
-        end_offsets=offsets,  # type: ignore[arg-type]
-        metrics=setup.metrics,
-        stop=stop,
-    )
+    applier = setup.applier(end_offsets=offsets, stop=stop)
     running = threading.Thread(target=applier.run, daemon=True)
     running.start()
     try:
