@@ -6,6 +6,9 @@ import threading
 import time
 from typing import Any
 
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
 from tests.unit.kafka_fakes import FakeConsumer, FakeEndOffsets, FakeTopic
 from tests.unit.policy_fakes import event
 from worker.codec import AvroCodec
@@ -15,6 +18,7 @@ from worker.models import Category, Channel, PreferenceEvent, RejectionReason, S
 from worker.models import PreferenceEventType as T
 from worker.policy.decision import DecisionPolicy
 from worker.policy.event_keys import kafka_key
+from worker.preferences import applier as applier_module
 from worker.preferences.applier import PreferenceApplier
 from worker.preferences.rejections import Rejection
 from worker.runtime import StopSignal
@@ -274,3 +278,19 @@ def test_an_end_offsets_read_waiting_for_kafka_does_not_hold_back_applying() -> 
         stop.set()
         running.join(10)
     assert not running.is_alive()
+
+
+class CoordinatorLost:
+    """A consumer whose committed() never gets an answer."""
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets: Local: Timed out"))
+
+
+def test_an_applier_left_without_a_coordinator_recreates_its_consumer_only_when_a_fresh_client_is_served(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    applier = Setup().applier()
+    monkeypatch.setattr(applier_module, "group_coordinator_answers", lambda *a, **k: False)
+    applier._raise_if_coordinator_lost(CoordinatorLost())  # type: ignore[arg-type]  # the broker serves nobody: wait
+    monkeypatch.setattr(applier_module, "group_coordinator_answers", lambda *a, **k: True)
+    with pytest.raises(Exception, match="without partitions and without a coordinator"):
+        applier._raise_if_coordinator_lost(CoordinatorLost())  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from worker.config import Settings
 from worker.errors import KafkaRetriable, TransactionAborted
 from worker.kafka.classification import classify
-from worker.kafka.clients import consumer_config
+from worker.kafka.clients import consumer_config, group_coordinator_answers
 from worker.kafka.transactions import call_kafka
 from worker.metrics import Metrics
 from worker.runtime import StopSignal
@@ -61,24 +61,10 @@ def init_transactions_until_ready(producer: Producer, *, metrics: Metrics, stop:
 
 
 def coordinator_answers_others(settings: Settings, *, partitions: set[int], timeout: float) -> bool:
-    """Whether a new client, looking the group coordinator up afresh, gets the group's committed offsets in time.
-
-    Asked when the gate's own consumer timed out on the same question: if a
-    newcomer is answered, the broker serves the group and only our consumer
-    lost its coordinator (librdkafka #5511), so it is re-created at once
-    instead of after more timeouts; if not, the broker is not serving the
-    group yet and a new consumer would wait just the same. A consumer that
-    never joins (no member id, no instance id) disturbs no membership.
-    """
-    probe = Consumer({**consumer_config(settings, group_id=settings.gate.group_id), "log_level": 3})
-    try:
-        asked = [TopicPartition(settings.topics.requested, p) for p in sorted(partitions or {0})]
-        probe.committed(asked, timeout=timeout)
-        return True
-    except KafkaException:
-        return False
-    finally:
-        probe.close()
+    """:func:`~worker.kafka.clients.group_coordinator_answers` for the gates' group and input topic."""
+    return group_coordinator_answers(
+        settings, group_id=settings.gate.group_id, topic=settings.topics.requested, partitions=partitions, timeout=timeout
+    )
 
 
 def raise_if_producer_fenced(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from worker.config import Settings
 
@@ -106,3 +106,23 @@ def make_consumer(settings: Settings, *, group_id: str, **overrides: Any) -> Con
 
 def make_producer(config: dict[str, Any]) -> Producer:
     return Producer(config)
+
+
+def group_coordinator_answers(settings: Settings, *, group_id: str, topic: str, partitions: set[int], timeout: float) -> bool:
+    """Whether a new client, looking the group coordinator up afresh, gets ``group_id``'s committed offsets in time.
+
+    Asked when a worker's own consumer timed out on such a question: if a
+    newcomer is answered, the broker serves the group and only that consumer
+    lost its coordinator (librdkafka #5511), so it is re-created; if not, the
+    broker is not serving the group yet and a new consumer would wait just the
+    same. A consumer that never joins (no member id, no instance id) disturbs
+    no membership.
+    """
+    probe = Consumer({**consumer_config(settings, group_id=group_id), "log_level": 3})
+    try:
+        probe.committed([TopicPartition(topic, p) for p in sorted(partitions or {0})], timeout=timeout)
+        return True
+    except KafkaException:
+        return False
+    finally:
+        probe.close()

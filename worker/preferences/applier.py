@@ -24,6 +24,7 @@ from worker.config import Settings
 from worker.errors import RetryableError
 from worker.health import Health
 from worker.kafka.classification import is_fatal
+from worker.kafka.clients import group_coordinator_answers
 from worker.kafka.messages import partition_offset
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.kafka.recovery import ConsumerFatal, RecoveryBudget, close_in_background
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 IDLE_PROGRESS_INTERVAL_SECONDS = 0.2
 LAG_INTERVAL_SECONDS = 1.0
 MEMBERSHIP_CHECK_INTERVAL_SECONDS = 1.0
-UNASSIGNED_CHECK_SECONDS = 10.0
+UNASSIGNED_CHECK_SECONDS = 3.0
 COORDINATOR_PROBE_SECONDS = 3.0
 
 
@@ -432,11 +433,22 @@ class PreferenceApplier:
         After a broker restart a consumer can stay without a coordinator
         while the broker serves everyone else (librdkafka #5511), so it never
         rejoins; an applier with no partitions because others hold them all
-        answers committed() at once and is left alone.
+        answers committed() at once and is left alone, and so is one whose
+        broker answers no fresh client either. Asked after 3 s without
+        partitions: after 10 s the gates had failed closed at the barrier for
+        15 s in the 20-restart row.
         """
         try:
             consumer.committed([TopicPartition(self._topic, 0)], timeout=COORDINATOR_PROBE_SECONDS)
         except KafkaException as exc:
+            if not group_coordinator_answers(
+                self._settings,
+                group_id=self._settings.preferences.group_id,
+                topic=self._topic,
+                partitions={0},
+                timeout=COORDINATOR_PROBE_SECONDS,
+            ):
+                return  # the broker serves nobody yet: a new consumer would wait just the same
             cause = ConsumerFatal(f"applier consumer without partitions and without a coordinator: {exc}")
             self._consumer_dead = True
             self._recoveries.spend(client="consumer", cause=cause)
