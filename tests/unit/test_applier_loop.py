@@ -13,12 +13,13 @@ from tests.unit.kafka_fakes import FakeConsumer, FakeEndOffsets, FakeTopic
 from tests.unit.policy_fakes import event
 from worker.codec import AvroCodec
 from worker.config import Settings
+from worker.kafka import clients
+from worker.kafka.clients import MembershipWatch
 from worker.metrics import Metrics
 from worker.models import Category, Channel, PreferenceEvent, RejectionReason, SendRequest, SuppressionReason
 from worker.models import PreferenceEventType as T
 from worker.policy.decision import DecisionPolicy
 from worker.policy.event_keys import kafka_key
-from worker.preferences import applier as applier_module
 from worker.preferences.applier import PreferenceApplier
 from worker.preferences.rejections import Rejection
 from worker.runtime import StopSignal
@@ -281,7 +282,10 @@ def test_an_end_offsets_read_waiting_for_kafka_does_not_hold_back_applying() -> 
 
 
 class CoordinatorLost:
-    """A consumer whose committed() never gets an answer."""
+    """A consumer without partitions whose committed() never gets an answer."""
+
+    def assignment(self) -> list[Any]:
+        return []
 
     def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets: Local: Timed out"))
@@ -289,8 +293,9 @@ class CoordinatorLost:
 
 def test_an_applier_left_without_a_coordinator_recreates_its_consumer_only_when_a_fresh_client_is_served(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     applier = Setup().applier()
-    monkeypatch.setattr(applier_module, "group_coordinator_answers", lambda *a, **k: False)
-    applier._raise_if_coordinator_lost(CoordinatorLost())  # type: ignore[arg-type]  # the broker serves nobody: wait
-    monkeypatch.setattr(applier_module, "group_coordinator_answers", lambda *a, **k: True)
+    watch = MembershipWatch(Settings(), group_id="g", topic="preferences.changed", after_seconds=0.0, timeout=0.1)
+    monkeypatch.setattr(clients, "group_coordinator_answers", lambda *a, **k: False)
+    applier._raise_if_left_behind(CoordinatorLost(), watch)  # type: ignore[arg-type]  # the broker serves nobody: wait
+    monkeypatch.setattr(clients, "group_coordinator_answers", lambda *a, **k: True)
     with pytest.raises(Exception, match="without partitions and without a coordinator"):
-        applier._raise_if_coordinator_lost(CoordinatorLost())  # type: ignore[arg-type]
+        applier._raise_if_left_behind(CoordinatorLost(), watch)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from worker.config import Settings
 from worker.errors import TransactionAborted
 from worker.gate import pipeline
 from worker.gate.pipeline import Gate
+from worker.kafka import clients
 from worker.kafka.recovery import ConsumerFatal
 
 
@@ -47,54 +48,15 @@ def test_a_broker_answering_nobody_is_waited_for_then_the_consumer_is_recreated_
         gate._rewind_or_raise("an abort")
 
 
-# --- a gate without partitions -------------------------------------------------------
-
-
-class AnsweringConsumer:
-    """Holds no partition; its group coordinator answers."""
-
-    def __init__(self) -> None:
-        self.asked = 0
-
-    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        self.asked += 1
-        return [TopicPartition(tp.topic, tp.partition, 7) for tp in partitions]
-
-
-def _unassigned_gate(consumer: object, *, unassigned_for: float) -> Gate:
-    gate = _gate()
-    gate._consumer = consumer  # type: ignore[assignment]
-    gate._assigned = set()
-    gate._topics = gate._settings.topics
-    gate._assigned_seen_at = pipeline.time.monotonic() - unassigned_for
-    return gate
+# --- a gate without partitions (the watch itself: test_membership_watch.py) ----------
 
 
 def test_a_gate_left_without_partitions_and_coordinator_recreates_its_consumer_when_others_are_served(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(pipeline, "coordinator_answers_others", lambda settings, *, partitions, timeout: True)
+    monkeypatch.setattr(clients, "group_coordinator_answers", lambda *a, **k: True)
+    gate = _gate()
+    gate._assigned = set()
+    gate._membership = clients.MembershipWatch(
+        gate._settings, group_id="g", topic="sends.requested", after_seconds=0.0, timeout=0.1
+    )
     with pytest.raises(ConsumerFatal, match="without partitions and without a coordinator"):
-        _unassigned_gate(TimingOutConsumer(), unassigned_for=pipeline.UNASSIGNED_CHECK_SECONDS + 1)._check_membership_when_idle()
-
-
-def test_a_gate_without_partitions_is_left_alone_while_the_broker_serves_nobody(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(pipeline, "coordinator_answers_others", lambda settings, *, partitions, timeout: False)
-    _unassigned_gate(TimingOutConsumer(), unassigned_for=pipeline.UNASSIGNED_CHECK_SECONDS + 1)._check_membership_when_idle()
-
-
-def test_a_gate_without_partitions_whose_coordinator_answers_is_left_alone_and_asked_once_per_interval(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(pipeline, "coordinator_answers_others", lambda settings, *, partitions, timeout: pytest.fail("not asked"))
-    consumer = AnsweringConsumer()
-    gate = _unassigned_gate(consumer, unassigned_for=pipeline.UNASSIGNED_CHECK_SECONDS + 1)
-    gate._check_membership_when_idle()
-    gate._check_membership_when_idle()
-    assert consumer.asked == 1
-
-
-def test_a_gate_that_just_lost_its_partitions_or_holds_some_asks_nothing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(pipeline, "coordinator_answers_others", lambda settings, *, partitions, timeout: True)
-    consumer = AnsweringConsumer()
-    _unassigned_gate(consumer, unassigned_for=0.5)._check_membership_when_idle()
-    holding = _unassigned_gate(consumer, unassigned_for=60)
-    holding._assigned = {0}
-    holding._check_membership_when_idle()
-    assert consumer.asked == 0
+        gate._check_membership_when_idle()

@@ -34,6 +34,7 @@ from worker.gate.recovery import coordinator_answers_others, init_transactions_u
 from worker.health import Health
 from worker.kafka.batches import available_batch
 from worker.kafka.classification import classify, is_fatal, kafka_error
+from worker.kafka.clients import MembershipWatch
 from worker.kafka.messages import partition_offset
 from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, close_in_background
 from worker.kafka.transactions import call_kafka, commit_due
@@ -55,7 +56,7 @@ COMMITTED_TIMEOUT_SECONDS = 2.0
 # its group coordinator for good, even if a fresh client is not answered either.
 REWIND_TIMEOUTS_BEFORE_RECREATE = 2
 # A gate without partitions this long asks whether its consumer still has a
-# group coordinator (see _check_membership_when_idle).
+# group coordinator (see MembershipWatch).
 UNASSIGNED_CHECK_SECONDS = 3.0
 
 
@@ -136,7 +137,13 @@ class Gate:
         self._assigned: set[int] = set()
         self._dead_letter_times: collections.deque[float] = collections.deque()
         self._readiness_checked_at = 0.0
-        self._assigned_seen_at = time.monotonic()
+        self._membership = MembershipWatch(
+            settings,
+            group_id=settings.gate.group_id,
+            topic=self._topics.requested,
+            after_seconds=UNASSIGNED_CHECK_SECONDS,
+            timeout=COMMITTED_TIMEOUT_SECONDS,
+        )
         self._in_flight: _Batch | None = None
         self._in_flight_dropped = False
         # One thread: reads run in batch order on the store's connection.
@@ -245,30 +252,10 @@ class Gate:
         self._health.set_ready(True)
 
     def _check_membership_when_idle(self) -> None:
-        """Re-create a consumer left without partitions and without a group coordinator.
-
-        After a broker restart a consumer that lost its partitions can stay
-        without a coordinator while the broker serves everyone else (librdkafka
-        #5511): it never rejoins, and its partitions wait for its session to
-        expire and a rebalance (43 s once in the 20-restart row). So a gate that
-        has held no partition for a few seconds asks for a committed offset; if
-        its consumer is not answered but a fresh client is, the consumer is the
-        one left behind and is re-created (same instance id). A gate with no
-        partitions because others hold them all is answered and left alone, and
-        while the broker serves nobody nothing is re-created.
-        """
-        now = time.monotonic()
-        if self._assigned:
-            self._assigned_seen_at = now
-            return
-        if now - self._assigned_seen_at < UNASSIGNED_CHECK_SECONDS:
-            return
-        self._assigned_seen_at = now  # at most one check per interval
-        try:
-            self._consumer.committed([TopicPartition(self._topics.requested, 0)], timeout=COMMITTED_TIMEOUT_SECONDS)
-        except KafkaException as exc:
-            if coordinator_answers_others(self._settings, partitions={0}, timeout=COMMITTED_TIMEOUT_SECONDS):
-                raise ConsumerFatal(f"gate consumer without partitions and without a coordinator: {exc}") from exc
+        """Re-create a consumer left without partitions and without a group coordinator (same instance id)."""
+        lost = self._membership.left_behind(self._consumer, assigned=bool(self._assigned))
+        if lost is not None:
+            raise ConsumerFatal(f"gate consumer without partitions and without a coordinator: {lost}")
 
     def _finish(self) -> None:
         in_flight, self._in_flight = self._in_flight, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -126,3 +127,44 @@ def group_coordinator_answers(settings: Settings, *, group_id: str, topic: str, 
         return False
     finally:
         probe.close()
+
+
+class MembershipWatch:
+    """Tells a consumer left behind by a broker restart from one that merely holds no partition.
+
+    After a broker restart a consumer that lost its partitions can stay
+    without a group coordinator while the broker serves everyone else
+    (librdkafka #5511): it never rejoins, and its partitions wait for its
+    session to expire and a rebalance (43 s once in the 20-restart row). So a
+    consumer that has held no partition for ``after_seconds`` asks for a
+    committed offset, at most once per interval; if it is not answered but a
+    fresh client is, it is the one left behind. A consumer without partitions
+    because others hold them all is answered and left alone, and while the
+    broker serves nobody a new consumer would wait just the same.
+    """
+
+    def __init__(self, settings: Settings, *, group_id: str, topic: str, after_seconds: float, timeout: float) -> None:
+        self._settings = settings
+        self._group_id = group_id
+        self._topic = topic
+        self._after_seconds = after_seconds
+        self._timeout = timeout
+        self._assigned_seen_at = time.monotonic()
+
+    def left_behind(self, consumer: Consumer, *, assigned: bool) -> str | None:
+        """Why ``consumer`` is taken for one without a coordinator, or None while it is not."""
+        now = time.monotonic()
+        if assigned:
+            self._assigned_seen_at = now
+            return None
+        if now - self._assigned_seen_at < self._after_seconds:
+            return None
+        self._assigned_seen_at = now
+        try:
+            consumer.committed([TopicPartition(self._topic, 0)], timeout=self._timeout)
+        except KafkaException as exc:
+            if group_coordinator_answers(
+                self._settings, group_id=self._group_id, topic=self._topic, partitions={0}, timeout=self._timeout
+            ):
+                return str(exc)
+        return None

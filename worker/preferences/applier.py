@@ -24,7 +24,7 @@ from worker.config import Settings
 from worker.errors import RetryableError
 from worker.health import Health
 from worker.kafka.classification import is_fatal
-from worker.kafka.clients import group_coordinator_answers
+from worker.kafka.clients import MembershipWatch
 from worker.kafka.messages import partition_offset
 from worker.kafka.offsets import CommittedEndOffsets
 from worker.kafka.recovery import ConsumerFatal, RecoveryBudget, close_in_background
@@ -188,7 +188,13 @@ class PreferenceApplier:
         last_message_at = time.monotonic()
         last_idle_progress = 0.0
         last_membership_check = 0.0
-        assigned_seen_at = time.monotonic()
+        membership = MembershipWatch(
+            self._settings,
+            group_id=self._settings.preferences.group_id,
+            topic=self._topic,
+            after_seconds=UNASSIGNED_CHECK_SECONDS,
+            timeout=COORDINATOR_PROBE_SECONDS,
+        )
         try:
             while not self._stop.is_set:
                 if until_ready and self.progress.status.ready:
@@ -209,11 +215,7 @@ class PreferenceApplier:
                         return True
                 if now - last_membership_check >= MEMBERSHIP_CHECK_INTERVAL_SECONDS:
                     last_membership_check = now
-                    if consumer.assignment():
-                        assigned_seen_at = now
-                    elif now - assigned_seen_at >= UNASSIGNED_CHECK_SECONDS:
-                        self._raise_if_coordinator_lost(consumer)
-                        assigned_seen_at = now
+                    self._raise_if_left_behind(consumer, membership)
             return True
         finally:
             if self._consumer_dead:
@@ -427,32 +429,19 @@ class PreferenceApplier:
         applied = self.progress.status.progress
         self._metrics.preference_lag.set(sum(max(0, end - applied.get(p, 0)) for p, end in ends.items()))
 
-    def _raise_if_coordinator_lost(self, consumer: Consumer) -> None:
-        """A consumer without partitions for a while that cannot reach its group coordinator is re-created.
+    def _raise_if_left_behind(self, consumer: Consumer, membership: MembershipWatch) -> None:
+        """Re-create a consumer left without partitions and without a coordinator (see MembershipWatch).
 
-        After a broker restart a consumer can stay without a coordinator
-        while the broker serves everyone else (librdkafka #5511), so it never
-        rejoins; an applier with no partitions because others hold them all
-        answers committed() at once and is left alone, and so is one whose
-        broker answers no fresh client either. Asked after 3 s without
-        partitions: after 10 s the gates had failed closed at the barrier for
-        15 s in the 20-restart row.
+        Asked after 3 s without partitions: after 10 s the gates had failed
+        closed at the barrier for 15 s in the 20-restart row.
         """
-        try:
-            consumer.committed([TopicPartition(self._topic, 0)], timeout=COORDINATOR_PROBE_SECONDS)
-        except KafkaException as exc:
-            if not group_coordinator_answers(
-                self._settings,
-                group_id=self._settings.preferences.group_id,
-                topic=self._topic,
-                partitions={0},
-                timeout=COORDINATOR_PROBE_SECONDS,
-            ):
-                return  # the broker serves nobody yet: a new consumer would wait just the same
-            cause = ConsumerFatal(f"applier consumer without partitions and without a coordinator: {exc}")
-            self._consumer_dead = True
-            self._recoveries.spend(client="consumer", cause=cause)
-            raise _Resync(str(cause)) from cause
+        lost = membership.left_behind(consumer, assigned=bool(consumer.assignment()))
+        if lost is None:
+            return
+        cause = ConsumerFatal(f"applier consumer without partitions and without a coordinator: {lost}")
+        self._consumer_dead = True
+        self._recoveries.spend(client="consumer", cause=cause)
+        raise _Resync(str(cause)) from cause
 
     def _raise_kafka_error(self, error: KafkaError) -> None:
         self._metrics.kafka_errors.labels(kind=error.name()).inc()
