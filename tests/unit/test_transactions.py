@@ -113,6 +113,72 @@ def test_the_time_limit_bounds_a_call_and_all_its_retries(monkeypatch):
         released.set()
 
 
+def test_a_blocked_call_is_abandoned_early_when_a_fresh_client_is_answered(monkeypatch):
+    import threading
+
+    import worker.kafka.transactions as transactions
+
+    released = threading.Event()
+    monkeypatch.setattr(transactions, "STUCK_PROBE_AFTER_SECONDS", 0.05)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProducerFatal, match="while a fresh client is answered"):
+            call_kafka(
+                lambda: released.wait(10), what="send_offsets_to_transaction", metrics=Metrics(), timeout=5, stuck_if=lambda: True
+            )
+    finally:
+        released.set()
+    assert time.monotonic() - started < 5, "abandoned before the call's own timeout"
+
+
+def test_a_blocked_call_waits_out_its_timeout_while_no_fresh_client_is_answered_either(monkeypatch):
+    import threading
+
+    import worker.kafka.transactions as transactions
+
+    released = threading.Event()
+    asked: list[float] = []
+    monkeypatch.setattr(transactions, "STUCK_PROBE_AFTER_SECONDS", 0.05)
+    monkeypatch.setattr(transactions, "WATCHDOG_MARGIN_SECONDS", 0.05)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProducerFatal, match=r"with a 0\.3 s timeout"):
+            call_kafka(
+                lambda: released.wait(10),
+                what="send_offsets_to_transaction",
+                metrics=Metrics(),
+                timeout=0.3,
+                stuck_if=lambda: asked.append(time.monotonic()) is not None,  # not answered
+            )
+    finally:
+        released.set()
+    assert len(asked) == 1
+    assert time.monotonic() - started >= 0.35, "held to the full limit"
+
+
+def test_a_call_that_finishes_while_the_fresh_client_is_asked_keeps_its_result(monkeypatch):
+    import threading
+
+    import worker.kafka.transactions as transactions
+
+    finished = threading.Event()
+    monkeypatch.setattr(transactions, "STUCK_PROBE_AFTER_SECONDS", 0.01)
+
+    def answered_after_the_call_finished() -> bool:
+        finished.set()
+        time.sleep(0.1)
+        return True
+
+    result = call_kafka(
+        lambda: "done" if finished.wait(5) else "late",
+        what="send_offsets_to_transaction",
+        metrics=Metrics(),
+        timeout=5,
+        stuck_if=answered_after_the_call_finished,
+    )
+    assert result == "done"
+
+
 # -- the gate's clients across a broker restart (worker/kafka/clients.py) -------------
 
 

@@ -52,6 +52,8 @@ ABORT_TIMEOUT_SECONDS = 5.0
 # A healthy answer takes milliseconds; a consumer that lost its coordinator
 # never answers (see _rewind_or_raise), and each second here is a second paused.
 COMMITTED_TIMEOUT_SECONDS = 2.0
+# A fresh client asked whether the group coordinator serves, while our send_offsets_to_transaction blocks.
+STUCK_PROBE_TIMEOUT_SECONDS = 1.0
 # Consecutive rewinds timing out before the consumer is taken for one that lost
 # its group coordinator for good, even if a fresh client is not answered either.
 REWIND_TIMEOUTS_BEFORE_RECREATE = 2
@@ -460,6 +462,9 @@ class Gate:
                     what="send_offsets_to_transaction",
                     metrics=self._metrics,
                     timeout=SEND_OFFSETS_TIMEOUT_SECONDS,
+                    stuck_if=lambda: coordinator_answers_others(
+                        self._settings, partitions={tp.partition for tp in offsets}, timeout=STUCK_PROBE_TIMEOUT_SECONDS
+                    ),
                 )
             call_kafka(
                 lambda: producer.commit_transaction(COMMIT_TIMEOUT_SECONDS),
