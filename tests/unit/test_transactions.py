@@ -113,7 +113,7 @@ def test_the_time_limit_bounds_a_call_and_all_its_retries(monkeypatch):
         released.set()
 
 
-def test_a_blocked_call_is_abandoned_early_when_a_fresh_client_is_answered(monkeypatch):
+def test_a_blocked_call_is_abandoned_a_grace_after_a_fresh_client_is_answered(monkeypatch):
     import threading
 
     import worker.kafka.transactions as transactions
@@ -122,7 +122,7 @@ def test_a_blocked_call_is_abandoned_early_when_a_fresh_client_is_answered(monke
     monkeypatch.setattr(transactions, "STUCK_PROBE_AFTER_SECONDS", 0.05)
     started = time.monotonic()
     try:
-        with pytest.raises(ProducerFatal, match="while a fresh client is answered"):
+        with pytest.raises(ProducerFatal, match="after a fresh client was answered"):
             call_kafka(
                 lambda: released.wait(10), what="send_offsets_to_transaction", metrics=Metrics(), timeout=5, stuck_if=lambda: True
             )
@@ -152,7 +152,7 @@ def test_a_blocked_call_waits_out_its_timeout_while_no_fresh_client_is_answered_
             )
     finally:
         released.set()
-    assert len(asked) == 1
+    assert asked, "a fresh client was asked"
     assert time.monotonic() - started >= 0.35, "held to the full limit"
 
 

@@ -52,7 +52,7 @@ ABORT_TIMEOUT_SECONDS = 5.0
 # A healthy answer takes milliseconds; a consumer that lost its coordinator
 # never answers (see _rewind_or_raise), and each second here is a second paused.
 COMMITTED_TIMEOUT_SECONDS = 2.0
-# A fresh client asked whether the group coordinator serves, while our send_offsets_to_transaction blocks.
+# A fresh client asked whether the broker serves the group, while our producer's call blocks.
 STUCK_PROBE_TIMEOUT_SECONDS = 1.0
 # Consecutive rewinds timing out before the consumer is taken for one that lost
 # its group coordinator for good, even if a fresh client is not answered either.
@@ -445,6 +445,10 @@ class Gate:
             self._gate, opened_at=self._transaction_started, records=self._transaction_messages, caught_up=caught_up
         )
 
+    def _broker_serves_the_group(self) -> bool:
+        """A fresh client's answer, asked while our producer's call blocks (see call_kafka's stuck_if)."""
+        return coordinator_answers_others(self._settings, partitions=set(self._assigned), timeout=STUCK_PROBE_TIMEOUT_SECONDS)
+
     def _commit(self) -> None:
         started = time.perf_counter()
         offsets = [TopicPartition(self._topics.requested, p, o) for p, o in self._next_offsets.items()]
@@ -462,15 +466,14 @@ class Gate:
                     what="send_offsets_to_transaction",
                     metrics=self._metrics,
                     timeout=SEND_OFFSETS_TIMEOUT_SECONDS,
-                    stuck_if=lambda: coordinator_answers_others(
-                        self._settings, partitions={tp.partition for tp in offsets}, timeout=STUCK_PROBE_TIMEOUT_SECONDS
-                    ),
+                    stuck_if=self._broker_serves_the_group,
                 )
             call_kafka(
                 lambda: producer.commit_transaction(COMMIT_TIMEOUT_SECONDS),
                 what="commit_transaction",
                 metrics=self._metrics,
                 timeout=COMMIT_TIMEOUT_SECONDS,
+                stuck_if=self._broker_serves_the_group,
             )
         except TransactionAborted:
             self._metrics.transactions.labels(result="failed").inc()

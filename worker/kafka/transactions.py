@@ -46,9 +46,12 @@ MAX_RETRIES = 20
 # about 0.3 s) is cheap; a healthy call finishes in milliseconds.
 WATCHDOG_MARGIN_SECONDS = 2.0
 # A call still blocked this long is put to ``stuck_if`` (a fresh client's
-# question to the same coordinator): if that is answered, the broker serves
-# and only our producer waits for nothing.
+# question to the broker), then again every interval while it blocks; once
+# that is answered, the broker serves, and a call still blocked the grace
+# later waits for nothing.
 STUCK_PROBE_AFTER_SECONDS = 1.0
+STUCK_PROBE_INTERVAL_SECONDS = 0.5
+STUCK_GRACE_SECONDS = 1.0
 
 
 def call_kafka(
@@ -69,11 +72,13 @@ def call_kafka(
     gate rebuilds its producer, whose ``init_transactions`` fences the stuck
     one, so whatever the stuck call does later can never commit anything.
 
-    With ``stuck_if`` as well, a call still blocked after
-    ``STUCK_PROBE_AFTER_SECONDS`` is abandoned at once if ``stuck_if()`` says
-    a fresh client is served: after a restart all three gates' first
-    send_offsets_to_transaction hung for the whole 7 s while the broker
-    answered everyone else (the 10.7 s pause of a 20-restart run).
+    With ``stuck_if`` as well, a call blocked past ``STUCK_PROBE_AFTER_SECONDS``
+    is abandoned ``STUCK_GRACE_SECONDS`` after ``stuck_if()`` first says a
+    fresh client is served. In a 20-restart run all three gates' first
+    send_offsets_to_transaction after a restart hung its whole 7 s while the
+    broker served everyone (a 10.7 s pause), and a commit_transaction begun
+    while the broker was down blocked 12 s after it was back (its 20 s
+    timeout), so its consumer's death notice waited as long (a 12.6 s pause).
     """
     if timeout is None:
         return _with_retries(operation, what=what, metrics=metrics)
@@ -92,13 +97,30 @@ def call_kafka(
     threading.Thread(target=attempt, name=f"sendgate-{what}", daemon=True).start()
     started = time.monotonic()
     limit = timeout + WATCHDOG_MARGIN_SECONDS
-    if stuck_if is not None and not done.wait(min(STUCK_PROBE_AFTER_SECONDS, limit)) and stuck_if() and not done.is_set():
-        _abandon(what, metrics, f"still blocked {time.monotonic() - started:.1f} s into a call while a fresh client is answered")
+    if stuck_if is not None:
+        _abandon_if_stuck(done, stuck_if, started=started, limit=limit, what=what, metrics=metrics)
     if not done.wait(max(0.0, limit - (time.monotonic() - started))):
         _abandon(what, metrics, f"still blocked {limit:g} s into a call with a {timeout:g} s timeout")
     if errors:
         raise errors[0]
     return values[0]
+
+
+def _abandon_if_stuck(
+    done: threading.Event, stuck_if: Callable[[], bool], *, started: float, limit: float, what: str, metrics: Metrics
+) -> None:
+    """Return when the call is done or near its limit; raise once it outlives a fresh client's answer by the grace."""
+    answered_at: float | None = None
+    wait = STUCK_PROBE_AFTER_SECONDS
+    while not done.wait(min(wait, max(0.0, limit - (time.monotonic() - started)))):
+        now = time.monotonic()
+        if now - started >= limit:
+            return
+        if answered_at is not None and now - answered_at >= STUCK_GRACE_SECONDS:
+            _abandon(what, metrics, f"blocked {now - started:.1f} s, {now - answered_at:.1f} s after a fresh client was answered")
+        if answered_at is None and stuck_if():
+            answered_at = time.monotonic()
+        wait = STUCK_GRACE_SECONDS if answered_at is not None else STUCK_PROBE_INTERVAL_SECONDS
 
 
 def _abandon(what: str, metrics: Metrics, why: str) -> None:
