@@ -24,9 +24,10 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from worker.config import Settings
-from worker.errors import KafkaRetriable, TransactionAborted
+from worker.errors import KafkaRetriable, ProducerFenced, TransactionAborted
 from worker.kafka.classification import classify
 from worker.kafka.clients import consumer_config, group_coordinator_answers
+from worker.kafka.recovery import ProducerFatal
 from worker.kafka.transactions import call_kafka
 from worker.metrics import Metrics
 from worker.runtime import StopSignal
@@ -44,6 +45,16 @@ def init_transactions_until_ready(producer: Producer, *, metrics: Metrics, stop:
     After a broker restart the transaction coordinator may still be loading;
     each attempt is bounded by its own timeout (librdkafka allows calling it
     again after a timeout), so no watchdog is needed here.
+
+    A fence on this first call is not another instance's doing: a fresh
+    InitProducerId always gets the newest epoch, so no zombie can outrank it
+    (a zombie is fenced by it, and a later zombie init fences us in a
+    transactional call, which still exits 10). After a broker restart the
+    broker once answered a brand-new producer "a newer producer with the same
+    transactionalId" while our abandoned one still retried in its thread: it
+    stopped two gates (exit 10) in a 20-restart run. The handle is dead
+    either way, so it is reported as :class:`ProducerFatal` and another
+    producer is built, within the rebuild budget.
     """
     deadline = time.monotonic() + INIT_DEADLINE_SECONDS
     attempt = 0
@@ -53,6 +64,8 @@ def init_transactions_until_ready(producer: Producer, *, metrics: Metrics, stop:
             return
         except KafkaException as exc:
             classified = classify(exc, what="init_transactions (rebuilt producer)", metrics=metrics)
+            if isinstance(classified, ProducerFenced):
+                raise ProducerFatal(f"{classified} on its first init_transactions: building another") from exc
             if not isinstance(classified, (KafkaRetriable, TransactionAborted)) or time.monotonic() >= deadline:
                 raise classified from exc
             attempt += 1
