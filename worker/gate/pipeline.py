@@ -447,7 +447,10 @@ class Gate:
 
     def _broker_serves_the_group(self) -> bool:
         """A fresh client's answer, asked while our producer's call blocks (see call_kafka's stuck_if)."""
-        return coordinator_answers_others(self._settings, partitions=set(self._assigned), timeout=STUCK_PROBE_TIMEOUT_SECONDS)
+        # Not stable offsets: our own open transaction holds them unstable while the call blocks.
+        return coordinator_answers_others(
+            self._settings, partitions=set(self._assigned), timeout=STUCK_PROBE_TIMEOUT_SECONDS, require_stable=False
+        )
 
     def _commit(self) -> None:
         started = time.perf_counter()

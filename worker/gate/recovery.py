@@ -73,10 +73,15 @@ def init_transactions_until_ready(producer: Producer, *, metrics: Metrics, stop:
             stop.wait(0.5)
 
 
-def coordinator_answers_others(settings: Settings, *, partitions: set[int], timeout: float) -> bool:
+def coordinator_answers_others(settings: Settings, *, partitions: set[int], timeout: float, require_stable: bool = True) -> bool:
     """:func:`~worker.kafka.clients.group_coordinator_answers` for the gates' group and input topic."""
     return group_coordinator_answers(
-        settings, group_id=settings.gate.group_id, topic=settings.topics.requested, partitions=partitions, timeout=timeout
+        settings,
+        group_id=settings.gate.group_id,
+        topic=settings.topics.requested,
+        partitions=partitions,
+        timeout=timeout,
+        require_stable=require_stable,
     )
 
 

@@ -109,7 +109,9 @@ def make_producer(config: dict[str, Any]) -> Producer:
     return Producer(config)
 
 
-def group_coordinator_answers(settings: Settings, *, group_id: str, topic: str, partitions: set[int], timeout: float) -> bool:
+def group_coordinator_answers(
+    settings: Settings, *, group_id: str, topic: str, partitions: set[int], timeout: float, require_stable: bool = True
+) -> bool:
     """Whether a new client, looking the group coordinator up afresh, gets ``group_id``'s committed offsets in time.
 
     Asked when a worker's own consumer timed out on such a question: if a
@@ -118,8 +120,15 @@ def group_coordinator_answers(settings: Settings, *, group_id: str, topic: str, 
     broker is not serving the group yet and a new consumer would wait just the
     same. A consumer that never joins (no member id, no instance id) disturbs
     no membership.
+
+    ``require_stable=False`` asks whether the coordinator serves at all: a
+    read_committed client's offset fetch asks for stable offsets, and is not
+    answered while a transaction holds offsets of those partitions open
+    (UNSTABLE_OFFSET_COMMIT, retried until the timeout) - as our own producer's
+    does while its commit_transaction blocks.
     """
-    probe = Consumer({**consumer_config(settings, group_id=group_id), "log_level": 3})
+    isolation = "read_committed" if require_stable else "read_uncommitted"
+    probe = Consumer({**consumer_config(settings, group_id=group_id), "isolation.level": isolation, "log_level": 3})
     try:
         probe.committed([TopicPartition(topic, p) for p in sorted(partitions or {0})], timeout=timeout)
         return True
