@@ -120,7 +120,9 @@ def _abandon_if_stuck(
             _abandon(what, metrics, f"blocked {now - started:.1f} s, {now - answered_at:.1f} s after a fresh client was answered")
         if answered_at is None and stuck_if():
             answered_at = time.monotonic()
-        wait = STUCK_GRACE_SECONDS if answered_at is not None else STUCK_PROBE_INTERVAL_SECONDS
+        # Once answered, what is left of the grace: a wake-up a hair early must not cost another whole grace.
+        grace_left = None if answered_at is None else max(0.0, answered_at + STUCK_GRACE_SECONDS - time.monotonic())
+        wait = STUCK_PROBE_INTERVAL_SECONDS if grace_left is None else grace_left
 
 
 def _abandon(what: str, metrics: Metrics, why: str) -> None:
