@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from tests.chaos.processes import WorkerProcess
 from tests.chaos.resume import BrokerAnswers, RestartResume, resume_after, waited_through
 from tests.chaos.run import ChaosRun
 from tests.chaos.workload import TrafficThreads
+from worker.errors import ExitCode
 from worker.state.addressing import FactAddressing
 
 
@@ -162,6 +162,22 @@ class ZombieOutcome:
     zombie_exit: int | None
     took_over_seconds: float | None  # until the survivor committed on every partition of the zombie
     zombie_log_tail: str
+    rejoined: bool = False  # resumed, it recovered in-process and was assigned partitions again
+
+    @property
+    def fenced_or_rejoined(self) -> bool:
+        """A resumed zombie either exits fenced (10, or 11) or, still running, rejoined the group in-process.
+
+        Which one depends on what it meets first: a transactional call answered
+        "fenced" (the coordinator aborted its timed-out transaction and bumped
+        the epoch) exits 10; a call its watchdog finds blocked past its timeout
+        (the pause counts) rebuilds the producer, whose init_transactions
+        fences the old one, and the consumer rejoins. Both keep exactly-once;
+        the verdict proves it.
+        """
+        if self.zombie_exit is None:
+            return self.rejoined
+        return self.zombie_exit in (ExitCode.FENCED, ExitCode.KAFKA_FATAL)
 
 
 def run_zombie(
@@ -216,20 +232,37 @@ def run_zombie(
         # The zombie's partitions must have moved on while it slept: the survivor took them over.
         took_over = monitor.partitions_resumed(zombie_partitions, paused_at)
         assert all(s.alive for s in survivors), f"a surviving gate died\n{run.workers.tails()}"
+        log_before_resume = _log_size(zombie)
         zombie.resume()
         resumed_at = time.monotonic()
-        try:
-            code: int | None = zombie.wait(exit_timeout)
-        except subprocess.TimeoutExpired:  # still running: it was not fenced (reported by the test)
-            code = None
+        code, rejoined = _fenced_or_rejoined(zombie, log_before_resume, timeout=exit_timeout)
         measured.pauses.append(time.monotonic() - resumed_at)
         threads.join(timeout=records / sends_per_second * 3 + 120)
         monitor.wait_caught_up(len(run.ledger.sends), timeout=300)
         measured.longest_stall = monitor.longest_stall()
     measured.duration = time.monotonic() - started
     finish(run, measured)
-    outcome = ZombieOutcome(mid_transaction, code, took_over, zombie.tail(4000))
+    outcome = ZombieOutcome(mid_transaction, code, took_over, zombie.tail(4000), rejoined)
     return run.check(), measured, outcome
+
+
+def _log_size(gate: WorkerProcess) -> int:
+    return gate.log_paths[-1].stat().st_size if gate.log_paths else 0
+
+
+def _fenced_or_rejoined(zombie: WorkerProcess, log_offset: int, *, timeout: float) -> tuple[int | None, bool]:
+    """Wait until the resumed zombie exits (its code) or logs a new assignment after ``log_offset`` (None, True)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = zombie.poll()
+        if code is not None:
+            return code, False
+        with zombie.log_paths[-1].open("rb") as log:
+            log.seek(log_offset)
+            if b'"event": "gate assigned"' in log.read():
+                return None, True
+        time.sleep(0.2)
+    return zombie.poll(), False
 
 
 def assigned_partitions(gate: WorkerProcess) -> set[int]:
