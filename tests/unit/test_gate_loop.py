@@ -124,11 +124,11 @@ class World:
     def poison(self, value: bytes, *, partition: int = 0) -> int:
         return self.requests.append(partition, b"poison", value)
 
-    def run(self, *, clients: dict[str, Any] | None = None, **kwargs: Any) -> Gate:
-        """The gate on this world's clients; ``clients`` overrides them (``consumer``, ``*_factory``)."""
-        given = {"consumer": self.consumer, "producer": self.producer, **(clients or {})}
+    def run(self, **kwargs: Any) -> Gate:
         gate = Gate(
             settings=self.settings,
+            consumer=self.consumer,  # type: ignore[arg-type]
+            producer=self.producer,  # type: ignore[arg-type]
             codec=CODEC,
             state=MemoryFreshStateReader(
                 store=self.store,
@@ -139,7 +139,6 @@ class World:
             metrics=self.metrics,
             health=Health(self.metrics),
             stop=StopSignal(),
-            **given,
         )
         gate.run(idle_exit_seconds=kwargs.pop("idle_exit_seconds", 0.3), **kwargs)
         return gate

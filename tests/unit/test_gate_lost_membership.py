@@ -12,8 +12,10 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from tests.unit.kafka_fakes import FakeConsumer, FakeMessage, FakeTransactionalProducer
-from tests.unit.test_gate_loop import OPTED_OUT, World, _to
+from tests.unit.test_gate_loop import CODEC, OPTED_OUT, MemoryFreshStateReader, World, _to
 from worker.gate.pipeline import Gate
+from worker.health import Health
+from worker.runtime import StopSignal
 
 
 class LosesItsPartitionsOnce(FakeConsumer):
@@ -46,7 +48,24 @@ def run_gate(world: World, consumer: FakeConsumer) -> tuple[Gate, list[FakeTrans
         built.append(FakeTransactionalProducer(world.group_offsets))
         return built[-1]
 
-    gate = world.run(clients={"consumer": consumer, "consumer_factory": lambda: consumer, "producer_factory": new_producer})
+    gate = Gate(
+        settings=world.settings,
+        consumer=consumer,  # type: ignore[arg-type]
+        producer=world.producer,  # type: ignore[arg-type]
+        codec=CODEC,
+        state=MemoryFreshStateReader(
+            store=world.store,
+            end_offsets=world.end_offsets,
+            metrics=world.metrics,
+            barrier_timeout_seconds=world.settings.gate.barrier_timeout_seconds,
+        ),
+        metrics=world.metrics,
+        health=Health(world.metrics),
+        stop=StopSignal(),
+        consumer_factory=lambda: consumer,  # type: ignore[arg-type,return-value]
+        producer_factory=new_producer,  # type: ignore[arg-type,return-value]
+    )
+    gate.run(idle_exit_seconds=0.3)
     return gate, built
 
 
