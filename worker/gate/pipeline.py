@@ -148,7 +148,6 @@ class Gate:
         )
         self._in_flight: _Batch | None = None
         self._in_flight_dropped = False
-        self._producer_outlived_membership = False  # see _replace_producer_after_lost_membership
         # One thread: reads run in batch order on the store's connection.
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendgate-state-read")
         self.progress = GateProgress()
@@ -210,11 +209,9 @@ class Gate:
             for message in messages:
                 if message.error() is not None:
                     self._accept(message)
-            self._replace_producer_after_lost_membership()
             self._rewind_or_raise("a dropped batch")
             return True
         messages = [m for m in messages if self._accept(m)]
-        self._replace_producer_after_lost_membership()
         batch = self._start(messages) if messages else None
         previous, self._in_flight = self._in_flight, None
         if previous is not None:
@@ -255,23 +252,6 @@ class Gate:
             self._health.set_ready(False, reason=str(exc))
             return
         self._health.set_ready(True)
-
-    def _replace_producer_after_lost_membership(self) -> None:
-        """Partitions lost, then assigned again: a fresh producer before the first transaction.
-
-        Losing the partitions means our session expired (a broker restart, or a
-        pause of this process). After that, the old producer's first
-        ``send_offsets_to_transaction`` often hangs (librdkafka #5456): in a
-        20-restart run nearly every gate rebuilt its producer after nearly every
-        restart, each only once the stuck-call watch had seen the call blocked
-        for 2 s (a 6.2 s pause). Rebuilding at once costs one init_transactions.
-        It waits for the partitions to come back: being assigned again proves no
-        other live process holds our instance id (it would have fenced our
-        rejoin), so the new producer's epoch bump cannot fence a legitimate twin.
-        """
-        if self._producer_outlived_membership and self._assigned:
-            self._producer_outlived_membership = False
-            raise ProducerFatal("the group gave our partitions back after losing them: a fresh producer first (librdkafka #5456)")
 
     def _check_membership_when_idle(self) -> None:
         """Re-create a consumer left without partitions and without a group coordinator (same instance id)."""
@@ -645,7 +625,6 @@ class Gate:
         """
         self._recoveries.spend(client="producer", cause=cause)
         self._health.set_ready(False, reason=str(cause))
-        self._producer_outlived_membership = False
         self._forget_open_work()
         dead, self._producer = self._producer, self._producer_factory()  # type: ignore[misc]
         with contextlib.suppress(KafkaException, RuntimeError):
@@ -709,7 +688,6 @@ class Gate:
         self._drop_in_flight()
         self._abort()
         self._assigned.difference_update(tp.partition for tp in partitions)
-        self._producer_outlived_membership = True
         logger.warning("gate partitions lost; open transaction aborted", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
 
