@@ -75,6 +75,13 @@ class PreparedBatch:
     @property
     def fact_count(self) -> int:
         """Distinct facts the read asks for; the script must answer for exactly these."""
+    def read_calls(self, sha: str, meta_keys: list[str]) -> tuple[bytes, list[int]]:
+        """The read as one pipeline's bytes, one ``EVALSHA sha`` per shard (ascending), and each reply's shard.
+
+        The calls ``RedisStateStore.read_packed`` makes for ``keys`` and
+        ``fields``, packed as redis-py packs them. Raises ``ValueError`` when a
+        key's shard has no entry in ``meta_keys``.
+        """
     @property
     def size(self) -> int:
         """Records to decide (the batch less its poison)."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from worker.codec import AvroCodec
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
+from worker.gate.core import build_core
+from worker.policy.decision import DecisionPolicy
 from worker.policy.facts import FLAG_SET, FactKey, FactKind
 from worker.state.addressing import FactAddressing
 from worker.state.connection import connect
@@ -303,3 +306,27 @@ def test_an_unreachable_cluster_is_a_retryable_state_error_not_a_crash_at_start(
         store.read([EMAIL_FACT])
     with pytest.raises(StateUnavailable):
         store.check()
+
+
+def test_the_cores_packed_read_answers_as_the_stores_own_calls_and_reloads_a_flushed_script(store, settings):
+    if isinstance(store, MemoryStateStore):
+        return  # the core reads Redis only
+    codec = AvroCodec.from_settings(settings)
+    request = {
+        "message_id": "m1", "org_id": "org-1", "user_id": "u1", "contact_id": "c1", "channel": "EMAIL",
+        "category": "MARKETING", "to": "Jane.Doe@example.com", "from": "agent@lender.example", "requested_at": 1,
+        "campaign_id": None, "payload": None, "attributes": {},
+    }  # fmt: skip
+    value = codec.encode("SendRequest", request)
+    keys = DecisionPolicy().prepare(codec.decode_send_head(value)).keys
+    held = [key for key in keys if key.kind in (FactKind.EMAIL_OPT_OUT_ORGANIZATION, FactKind.DO_NOT_CONTACT)]
+    status = store.begin_generation({})
+    store.commit(generation=status.generation, expected={}, progress={0: 1}, writes=dict.fromkeys(held, FLAG_SET))
+    batch = build_core(settings, codec).prepare([value])
+
+    expected = store.read_packed(batch.keys, batch.fields, batch.fact_count)
+    assert len(expected.found) == 2 * len(held)  # (position, value) of each fact held
+    assert store.read_prepared(batch) == expected
+    store.client.script_flush()  # a restarted Redis forgets the script: loaded, then the batch read again
+    assert store.read_prepared(batch) == expected
+    assert batch.decide(expected.found, 2, "gen=g").suppressed

@@ -45,8 +45,7 @@ class FreshStateReader:
         store = self._store
         if not isinstance(store, RedisStateStore):
             raise TypeError(f"the gate's core reads a Redis store, not {type(store).__name__}")
-        keys, fields, count = batch.keys, batch.fields, batch.fact_count
-        return self._fresh(lambda: store.read_packed(keys, fields, count))
+        return self._fresh(lambda: store.read_prepared(batch))
 
     def _fresh(self, read: Callable[[], _Read]) -> _Read:
         # The barrier and the state are both read after the batch was consumed,

@@ -105,3 +105,31 @@ def run_pipelined(client: StateClient, calls: Sequence[tuple[Script, Sequence[An
             script.load(client)
         pending = missing
     return replies
+
+
+def run_packed(client: redis.Redis, payload: bytes, replies: int) -> list[Any]:
+    """Send ``payload`` (pipelined commands already in Redis protocol) on one connection; ``replies`` answers in order.
+
+    What redis-py's pipeline does once it has packed its commands: one write,
+    then every reply read, an error reply kept in its place. A standalone
+    client only (a cluster routes each command by its key).
+    """
+    pool = client.connection_pool
+    # redis-py leaves these untyped; they are its pipeline's own calls.
+    connection: Any = pool.get_connection()
+    parse_response: Any = client.parse_response
+    try:
+        connection.send_packed_command([payload])  # a list of chunks: bytes alone would be iterated
+        answers: list[Any] = []
+        for _ in range(replies):
+            try:
+                answers.append(parse_response(connection, "EVALSHA"))
+            except redis.ResponseError as exc:
+                answers.append(exc)
+        return answers
+    except BaseException:
+        # Replies may still be on the socket: never hand it to the next caller.
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)

@@ -11,19 +11,31 @@ import itertools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
 from worker.policy.facts import FactKey
 from worker.state import scripts
 from worker.state.addressing import FIELD_BYTES, LAYOUT_VERSION, FactAddressing
-from worker.state.connection import Script, StateClient, connect, is_cluster_transient, per_primary_info, run_pipelined
+from worker.state.connection import (
+    Script,
+    StateClient,
+    connect,
+    is_cluster,
+    is_cluster_transient,
+    per_primary_info,
+    run_packed,
+    run_pipelined,
+)
 from worker.state.errors import GenerationLost, IncompatibleLayout, OlderLayout, ProgressConflict, StateUnavailable
 from worker.state.store import PackedSnapshot, PackedWrites, ShardCommit, Snapshot, StoreStatus
+
+if TYPE_CHECKING:
+    from worker._native import PreparedBatch
 
 logger = logging.getLogger(__name__)
 
@@ -122,18 +134,44 @@ class RedisStateStore:
 
     def read_packed(self, keys: list[str], fields: list[bytes], fact_count: int) -> PackedSnapshot:
         """:meth:`read` for facts laid out by the compiled core: one script call per shard, pipelined."""
+        order, calls = self.read_calls(keys, fields)
+        if not calls:  # nothing to read: the status alone says whether the store may be trusted
+            return PackedSnapshot(found=[], status=self.status())
+        return self._combine_reads(order, self._pipelined(calls), fact_count)
+
+    def read_calls(self, keys: list[str], fields: list[bytes]) -> tuple[list[int], list[tuple[Script, list[Any], list[Any]]]]:
+        """The shards read (ascending) and the read script's call for each, for ``keys`` and their wanted ``fields``."""
         per_shard: dict[int, tuple[list[str], list[Any]]] = {}
         base = 0
         for key, packed in zip(keys, fields, strict=True):
             shard_keys, args = per_shard.setdefault(self._addressing.shard_of(key), ([], [FIELD_BYTES]))
             shard_keys.append(key)
-            args += [base, packed]
-            base += len(packed) // FIELD_BYTES
-        if not per_shard:  # nothing to read: the status alone says whether the store may be trusted
-            return PackedSnapshot(found=[], status=self.status())
+            count = len(packed) // FIELD_BYTES
+            args += [base, count, *(packed[at : at + FIELD_BYTES] for at in range(0, len(packed), FIELD_BYTES))]
+            base += count
         order = sorted(per_shard)
-        calls = [(self._read, [self._addressing.meta_keys[n], *per_shard[n][0]], per_shard[n][1]) for n in order]
-        replies = self._pipelined(calls)
+        return order, [(self._read, [self._addressing.meta_keys[n], *per_shard[n][0]], per_shard[n][1]) for n in order]
+
+    def read_prepared(self, batch: PreparedBatch) -> PackedSnapshot:
+        """:meth:`read_packed` for a batch of the compiled core, whose calls it packs itself on a standalone Redis.
+
+        The same script calls with the same arguments (``PreparedBatch.read_calls``
+        is held equal to redis-py's packing of them), without encoding a few
+        thousand arguments in Python per batch. A cluster routes each call by
+        its key, so it takes :meth:`read_packed`.
+        """
+        if is_cluster(self._client) or not batch.keys:
+            return self.read_packed(batch.keys, batch.fields, batch.fact_count)
+        client = cast(redis.Redis, self._client)
+        payload, order = batch.read_calls(self._read.sha, self._addressing.meta_keys)
+        replies = self._checked(self._call(lambda: run_packed(client, payload, len(order))))
+        if any(isinstance(reply, NoScriptError) for reply in replies):  # none of them ran: load, then read again
+            self._call(lambda: self._read.load(client))
+            replies = self._checked(self._call(lambda: run_packed(client, payload, len(order))))
+        return self._combine_reads(order, replies, batch.fact_count)
+
+    def _combine_reads(self, order: Sequence[int], replies: Sequence[Any], fact_count: int) -> PackedSnapshot:
+        """The read script's replies of the shards in ``order``, as one snapshot (refused unless complete)."""
         found: list[Any] = []
         read = 0
         shards: dict[int, StoreStatus] = {}
@@ -219,7 +257,10 @@ class RedisStateStore:
         return deleted
 
     def _pipelined(self, calls: Sequence[tuple[Script, Sequence[Any], Sequence[Any]]]) -> list[Any]:
-        replies: list[Any] = self._call(lambda: run_pipelined(self._client, calls))
+        return self._checked(self._call(lambda: run_pipelined(self._client, calls)))
+
+    @staticmethod
+    def _checked(replies: list[Any]) -> list[Any]:
         for reply in replies:  # a node down or a cluster in motion: the whole batch is retried
             if isinstance(reply, redis.RedisError) and not isinstance(reply, redis.ResponseError):
                 raise StateUnavailable(f"Redis: {type(reply).__name__}: {reply}") from reply

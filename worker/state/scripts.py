@@ -6,34 +6,33 @@ shard it touches, pipelined.
 """
 
 # KEYS[1] = the shard's meta hash, KEYS[2..] = distinct fact hashes of the
-# shard; ARGV[1] = the field size, then per fact hash KEYS[i] (i from 2) the
-# position in the batch of its first field less one (ARGV[2i - 2]) and the
-# fields wanted from it, concatenated (ARGV[2i - 1]; one string per hash keeps
-# the command small to pack). Returns {meta as a flat list, the number of
-# fields read, then (position, value) of each field that holds a value};
-# positions count the batch's fields hash by hash from 1, across shards. Most
-# fields are absent, so the reply carries only the few that are not.
+# shard; ARGV[1] = the field size (kept for the layout's sake), then per fact
+# hash KEYS[i] (i from 2), in order: the position in the batch of its first
+# field less one, the number k of its fields wanted, and those k fields, each
+# an argument of its own (Redis hands them to HMGET as they came: cutting one
+# packed string into fields in Lua cost a third more of Redis's time).
+# Returns {meta as a flat list, the number of fields read, then (position,
+# value) of each field that holds a value}; positions count the batch's fields
+# hash by hash from 1, across shards. Most fields are absent, so the reply
+# carries only the few that are not.
 READ = """
 local out = {redis.call('HGETALL', KEYS[1]), 0}
-local size = tonumber(ARGV[1])
-local n = 0
-local last = 2
+local call = redis.call
+local n, last, at = 0, 2, 2
 for i = 2, #KEYS do
-  local base = tonumber(ARGV[2 * i - 2])
-  local packed = ARGV[2 * i - 1]
-  local fields = {}
-  for j = 1, #packed, size do
-    fields[#fields + 1] = string.sub(packed, j, j + size - 1)
-  end
-  local values = redis.call('HMGET', KEYS[i], unpack(fields))
-  for j = 1, #values do
-    n = n + 1
-    if values[j] then
+  local base = tonumber(ARGV[at])
+  local k = tonumber(ARGV[at + 1])
+  local values = call('HMGET', KEYS[i], unpack(ARGV, at + 2, at + 1 + k))
+  at = at + 2 + k
+  for j = 1, k do
+    local value = values[j]
+    if value then
       out[last + 1] = base + j
-      out[last + 2] = values[j]
+      out[last + 2] = value
       last = last + 2
     end
   end
+  n = n + k
 end
 out[2] = n
 return out

@@ -145,6 +145,8 @@ pub struct Layout {
     pub keys: Vec<String>,
     /// Per key, the wanted fields concatenated.
     pub fields: Vec<Vec<u8>>,
+    /// Per key, its shard (the `{s<N>}` hash tag it carries).
+    pub shards: Vec<u32>,
     /// Per fact (table order), the index of its key and its field, for tests and tools.
     pub located: Vec<(usize, [u8; FIELD_BYTES])>,
     /// Fact position (in the table) of each reply position (from 0).
@@ -161,6 +163,7 @@ pub fn lay_out(addressing: &Addressing, table: &FactTable<'_>) -> Layout {
     let mut keys: Vec<String> = Vec::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
     let mut fields: Vec<Vec<u8>> = Vec::new();
+    let mut shards: Vec<u32> = Vec::new();
     let mut located = Vec::with_capacity(table.facts.len());
     for (at, fact) in table.facts.iter().enumerate() {
         let (group, tag) = fact.kind.placement();
@@ -169,6 +172,7 @@ pub fn lay_out(addressing: &Addressing, table: &FactTable<'_>) -> Layout {
             let slot = *slots.entry((fact.org_id, bucket)).or_insert_with(|| {
                 let tag = orgs.entry(fact.org_id).or_insert_with(|| addressing.org_tag(fact.org_id));
                 keys.push(addressing.bucket_key(tag, bucket));
+                shards.push(bucket % addressing.shards);
                 members.push(Vec::new());
                 fields.push(Vec::new());
                 keys.len() - 1
@@ -186,7 +190,7 @@ pub fn lay_out(addressing: &Addressing, table: &FactTable<'_>) -> Layout {
         fields[slot].extend_from_slice(&field);
         located.push((slot, field));
     }
-    Layout { keys, fields, located, reply_order: members.concat() }
+    Layout { keys, fields, shards, located, reply_order: members.concat() }
 }
 
 /// A Python `int` written by our encoders: `-?[0-9]+`, answered as `str(int(text))`.

@@ -21,6 +21,7 @@ mod avro;
 mod decide;
 mod events;
 mod facts;
+mod resp;
 mod rules;
 mod suppressed;
 
@@ -363,6 +364,14 @@ impl PreparedBatch {
     #[getter]
     fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         PyList::new(py, self.layout.fields.iter().map(|f| PyBytes::new(py, f)))
+    }
+
+    /// The batch's state read as one pipeline's bytes (one read-script call per shard,
+    /// ascending) and the shard of each reply: the calls `RedisStateStore.read_packed`
+    /// makes, packed as redis-py packs them, so no argument is encoded in Python.
+    fn read_calls<'py>(&self, py: Python<'py>, sha: &str, meta_keys: Vec<String>) -> PyResult<(Bound<'py, PyBytes>, Vec<u32>)> {
+        let calls = resp::read_calls(&self.layout, sha, &meta_keys).map_err(value_error)?;
+        Ok((PyBytes::new(py, &calls.payload), calls.shards))
     }
 
     /// How many distinct facts the read asks for.
