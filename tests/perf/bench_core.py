@@ -18,31 +18,12 @@ import collections
 import statistics
 import time
 
+from tests.unit.native_reference import RecordingFallback
 from worker.bench.plan import BenchPlan
 from worker.codec import AvroCodec
 from worker.config import Settings
-from worker.gate.core import ReferenceFallback, build_core
+from worker.gate.core import build_core
 from worker.loadgen.producing import encoded_sends
-
-
-class CountingFallback(ReferenceFallback):
-    """The reference fallback, counting each kind of question the core asks it."""
-
-    def __init__(self, *, codec: AvroCodec, default_phone_region: str) -> None:
-        super().__init__(codec=codec, default_phone_region=default_phone_region)
-        self.calls: collections.Counter[str] = collections.Counter()
-
-    def decode_head(self, value):  # type: ignore[no-untyped-def]
-        self.calls["decode_head"] += 1
-        return super().decode_head(value)
-
-    def normalize_email(self, raw: str) -> str | None:
-        self.calls["normalize_email"] += 1
-        return super().normalize_email(raw)
-
-    def normalize_phone(self, raw: str) -> str | None:
-        self.calls["normalize_phone"] += 1
-        return super().normalize_phone(raw)
 
 
 def main() -> None:
@@ -58,13 +39,15 @@ def main() -> None:
     kinds: collections.Counter[str] = collections.Counter()
     values = [value for _, value in encoded_sends(plan.sends(args.sends, base_time_ms=1_700_000_000_000), codec, kinds)]
     batches = [values[at : at + args.batch] for at in range(0, len(values), args.batch)]
-    fallback = CountingFallback(codec=codec, default_phone_region=settings.state.default_phone_region)
+    fallback = RecordingFallback(codec=codec, default_phone_region=settings.state.default_phone_region)
     core = build_core(settings, codec, fallback=fallback)
 
     prepare_us: list[float] = []
     decide_us: list[float] = []
     for number in range(1, args.passes + 1):
-        fallback.calls.clear()
+        fallback.emails.clear()
+        fallback.phones.clear()
+        fallback.heads = 0
         facts = hashes = 0
         prepare_s = decide_s = 0.0
         for batch in batches:
@@ -78,7 +61,7 @@ def main() -> None:
             hashes += len(prepared.keys)
         prepare_us.append(prepare_s / len(values) * 1e6)
         decide_us.append(decide_s / len(values) * 1e6)
-        asked = ", ".join(f"{name} {n}" for name, n in sorted(fallback.calls.items())) or "none"
+        asked = f"decode_head {fallback.heads}, normalize_email {len(fallback.emails)}, normalize_phone {len(fallback.phones)}"
         print(
             f"pass {number}: prepare {prepare_us[-1]:.2f} µs/record, decide {decide_us[-1]:.2f} µs/record, "
             f"{facts / len(values):.2f} facts and {hashes / len(values):.2f} hashes per record; fallbacks: {asked}"

@@ -144,7 +144,7 @@ class RedisStateStore:
         per_shard: dict[int, tuple[list[str], list[Any]]] = {}
         base = 0
         for key, packed in zip(keys, fields, strict=True):
-            shard_keys, args = per_shard.setdefault(self._addressing.shard_of(key), ([], [FIELD_BYTES]))
+            shard_keys, args = per_shard.setdefault(self._addressing.shard_of(key), ([], []))
             shard_keys.append(key)
             count = len(packed) // FIELD_BYTES
             args += [base, count, *(packed[at : at + FIELD_BYTES] for at in range(0, len(packed), FIELD_BYTES))]
@@ -160,7 +160,7 @@ class RedisStateStore:
         thousand arguments in Python per batch. A cluster routes each call by
         its key, so it takes :meth:`read_packed`.
         """
-        if is_cluster(self._client) or not batch.keys:
+        if is_cluster(self._client) or batch.fact_count == 0:  # no facts, no keys: asking for them would build the list
             return self.read_packed(batch.keys, batch.fields, batch.fact_count)
         client = cast(redis.Redis, self._client)
         payload, order = batch.read_calls(self._read.sha, self._addressing.meta_keys)

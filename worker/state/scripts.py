@@ -6,10 +6,9 @@ shard it touches, pipelined.
 """
 
 # KEYS[1] = the shard's meta hash, KEYS[2..] = distinct fact hashes of the
-# shard; ARGV[1] = the field size (kept for the layout's sake), then per fact
-# hash KEYS[i] (i from 2), in order: the position in the batch of its first
-# field less one, the number k of its fields wanted, and those k fields, each
-# an argument of its own (Redis hands them to HMGET as they came: cutting one
+# shard; ARGV = per fact hash KEYS[i] (i from 2), in order: the position in
+# the batch of its first field less one, the number k of its fields wanted,
+# and those k fields, each an argument of its own (Redis hands them to HMGET as they came: cutting one
 # packed string into fields in Lua cost a third more of Redis's time).
 # Returns {meta as a flat list, the number of fields read, then (position,
 # value) of each field that holds a value}; positions count the batch's fields
@@ -18,7 +17,7 @@ shard it touches, pipelined.
 READ = """
 local out = {redis.call('HGETALL', KEYS[1]), 0}
 local call = redis.call
-local n, last, at = 0, 2, 2
+local n, last, at = 0, 2, 1
 for i = 2, #KEYS do
   local base = tonumber(ARGV[at])
   local k = tonumber(ARGV[at + 1])

@@ -13,7 +13,7 @@ pub struct ReadCalls {
     pub shards: Vec<u32>,
 }
 
-/// Per shard (ascending): `EVALSHA sha 1+k meta key... FIELD_BYTES (base count field...)...`,
+/// Per shard (ascending): `EVALSHA sha 1+k meta key... (base count field...)...`,
 /// where `base` counts the fields of the keys before this one in the batch's key order.
 pub fn read_calls(layout: &Layout, sha: &str, meta_keys: &[String]) -> Result<ReadCalls, String> {
     let mut per_shard: BTreeMap<u32, Vec<(usize, usize)>> = BTreeMap::new();
@@ -23,21 +23,19 @@ pub fn read_calls(layout: &Layout, sha: &str, meta_keys: &[String]) -> Result<Re
         base += fields.len() / FIELD_BYTES;
     }
     let mut payload = Vec::with_capacity(layout.keys.len() * 96 + per_shard.len() * 96);
-    let field_bytes = FIELD_BYTES.to_string();
     for (&shard, members) in &per_shard {
         let meta = meta_keys
             .get(shard as usize)
             .ok_or_else(|| format!("shard {shard} has no meta key (the store has {} shards)", meta_keys.len()))?;
         let key_count = (1 + members.len()).to_string();
         let field_count: usize = members.iter().map(|&(at, _)| layout.fields[at].len() / FIELD_BYTES).sum();
-        array_header(&mut payload, 3 + 1 + members.len() + 1 + 2 * members.len() + field_count);
+        array_header(&mut payload, 3 + 1 + members.len() + 2 * members.len() + field_count);
         for part in [b"EVALSHA".as_slice(), sha.as_bytes(), key_count.as_bytes(), meta.as_bytes()] {
             bulk(&mut payload, part);
         }
         for &(at, _) in members {
             bulk(&mut payload, layout.keys[at].as_bytes());
         }
-        bulk(&mut payload, field_bytes.as_bytes());
         for &(at, base) in members {
             let fields = &layout.fields[at];
             bulk(&mut payload, base.to_string().as_bytes());
@@ -85,8 +83,8 @@ mod tests {
         let text = String::from_utf8(calls.payload).unwrap();
         let f = format!("$19\r\n{}\r\n", "f".repeat(FIELD_BYTES));
         let expected = format!(
-            "*9\r\n$7\r\nEVALSHA\r\n$3\r\nsha\r\n$1\r\n2\r\n$2\r\nm0\r\n$1\r\nb\r\n$2\r\n19\r\n$1\r\n2\r\n$1\r\n1\r\n{f}\
-             *14\r\n$7\r\nEVALSHA\r\n$3\r\nsha\r\n$1\r\n3\r\n$2\r\nm1\r\n$1\r\na\r\n$1\r\nc\r\n$2\r\n19\r\n\
+            "*8\r\n$7\r\nEVALSHA\r\n$3\r\nsha\r\n$1\r\n2\r\n$2\r\nm0\r\n$1\r\nb\r\n$1\r\n2\r\n$1\r\n1\r\n{f}\
+             *13\r\n$7\r\nEVALSHA\r\n$3\r\nsha\r\n$1\r\n3\r\n$2\r\nm1\r\n$1\r\na\r\n$1\r\nc\r\n\
              $1\r\n0\r\n$1\r\n2\r\n{f}{f}$1\r\n3\r\n$1\r\n1\r\n{f}"
         );
         assert_eq!(text, expected);
