@@ -75,12 +75,18 @@ class PreparedBatch:
     @property
     def fact_count(self) -> int:
         """Distinct facts the read asks for; the script must answer for exactly these."""
-    def read_calls(self, sha: str, meta_keys: list[str]) -> tuple[bytes, list[int]]:
-        """The read as one pipeline's bytes, one ``EVALSHA sha`` per shard (ascending), and each reply's shard.
+    def read_state(self, fd: int, meta_keys: list[str], timeout_seconds: float | None) -> tuple[list[int], list[list[bytes]], list[Any]]:
+        """The batch's state read on a standalone Redis, sent and answered on the connected socket ``fd`` without the GIL.
 
-        The calls ``RedisStateStore.read_packed`` makes for ``keys`` and
-        ``fields``, packed as redis-py packs them. Raises ``ValueError`` when a
-        key's shard has no entry in ``meta_keys``.
+        One ``MULTI``; per shard (ascending) ``HGETALL`` of its meta key (from
+        ``meta_keys``) and an ``HMGET`` of each of its fact hashes; ``EXEC``.
+        Answers ``(shards, metas, found)``: the shards read, each one's meta hash
+        as a flat name/value list, and the facts present as the flat
+        ``[position, value, ...]`` the read script answers after its first two
+        items. Raises ``ConnectionError`` (the socket failed or closed),
+        ``TimeoutError`` (no whole answer within ``timeout_seconds``; ``None``
+        waits) or ``ValueError`` (an error or unexpected reply, a shard without
+        a meta key); after any of them the socket is unusable.
         """
     @property
     def size(self) -> int:

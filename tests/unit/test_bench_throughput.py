@@ -19,7 +19,7 @@ def _gate(rate: float) -> TimedRun:
     run = TimedRun("gate", measured_records=int(rate), seconds=1.0)
     progress = {"allowed": 8, "suppressed": 2, "dead_lettered": 0, "transactions": 1, "fail_closed_pauses": 0, "state_round_trips": 2}
     run.passes.append(GatePass(records=10, measured_records=int(rate), seconds=1.0, batches=2, measured_batches=1,
-                               progress=progress, evalsha_calls=2, phases={"consume": 0.1}))
+                               progress=progress, read_requests=2, phases={"consume": 0.1}))
     return run
 
 
@@ -44,12 +44,12 @@ def _cluster_gate(rate: float, by_node: dict[str, int], *, batches: int = 2) -> 
     progress = {"allowed": 8, "suppressed": 2, "dead_lettered": 0, "transactions": 1, "fail_closed_pauses": 0,
                 "state_round_trips": batches}
     run.passes.append(GatePass(records=10, measured_records=int(rate), seconds=1.0, batches=batches, measured_batches=batches - 1,
-                               progress=progress, evalsha_calls=sum(by_node.values()), phases={"state": 0.5},
-                               evalsha_by_node=by_node))
+                               progress=progress, read_requests=sum(by_node.values()), phases={"state": 0.5},
+                               read_requests_by_node=by_node))
     return run
 
 
-def test_evalsha_per_node_per_batch_sums_every_pass_of_every_run():
+def test_read_requests_per_node_per_batch_sums_every_pass_of_every_run():
     runs = [_cluster_gate(50, {"a:1": 12, "b:2": 8, "c:3": 12}, batches=2), _cluster_gate(50, {"a:1": 6, "b:2": 4}, batches=1)]
     assert per_node_per_batch([p for run in runs for p in run.passes]) == {"a:1": 6.0, "b:2": 4.0, "c:3": 4.0}
     assert per_node_per_batch([]) == {}
@@ -66,10 +66,10 @@ def test_cluster_section_holds_each_run_against_the_same_baselines():
     assert section["spread"] == round(30 / 45, 3)
     assert section["masters"] == 3
     assert section["batches"] == 4 and section["round_trips_per_batch"] == 1.0
-    assert section["evalsha_per_batch"] == 13.0  # (32 + 20) / 4
-    assert section["evalsha_per_node_per_batch"] == {"a:1": 6.0, "b:2": 4.0, "c:3": 3.0}
-    assert sum(section["evalsha_per_node_per_batch"].values()) == section["evalsha_per_batch"]
-    assert section["nodes_with_evalsha"] == 3
+    assert section["read_requests_per_batch"] == 13.0  # (32 + 20) / 4
+    assert section["read_requests_per_node_per_batch"] == {"a:1": 6.0, "b:2": 4.0, "c:3": 3.0}
+    assert sum(section["read_requests_per_node_per_batch"].values()) == section["read_requests_per_batch"]
+    assert section["nodes_with_read_requests"] == 3
     assert section["allowed"] == 8 and section["suppressed_share"] == 0.2
 
 

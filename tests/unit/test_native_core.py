@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,12 +26,9 @@ from tests.unit.native_reference import (
     older_send_request_schema,
     reference_batch,
 )
-from worker.gate.core import build_core
 from worker.models import OrgSettings, UnsubscribeScope, UserOptOutScope
 from worker.policy.decision import DecisionPolicy
 from worker.policy.facts import FactKind, SettingsChange, SettingsHistory, Unsubscribe, encode_unsubscribes
-from worker.state.addressing import FactAddressing
-from worker.state.redis_store import RedisStateStore
 
 CODEC = make_codec()
 OLD_SCHEMA = older_send_request_schema()
@@ -243,27 +238,3 @@ def test_the_properties_reach_every_outcome() -> None:
     assert fallback.phones == ["(202) 555-0101"]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(scenario())
-def test_the_cores_packed_read_is_redis_pys_packing_of_the_stores_calls(case: tuple[list[bytes | None], dict, Any]) -> None:
-    """``PreparedBatch.read_calls`` sends exactly the script calls ``RedisStateStore.read_packed`` would send."""
-    values, _, configured = case
-    store = RedisStateStore(addressing=FactAddressing(configured.state), connector=lambda: redis.Redis())
-    batch = build_core(configured, CODEC).prepare(values)
-    order, calls = store.read_calls(list(batch.keys), list(batch.fields))
-    payload, shards = batch.read_calls(calls[0][0].sha if calls else "0" * 40, FactAddressing(configured.state).meta_keys)
-    packed = redis.Connection().pack_commands([("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls])
-    assert shards == order
-    assert payload == b"".join(packed)
-
-
-def test_a_read_naming_a_shard_the_store_lacks_is_refused() -> None:
-    record = {
-        "message_id": "m1", "org_id": ORGS[0], "user_id": USERS[0], "contact_id": CONTACTS[0], "channel": "EMAIL",
-        "category": "MARKETING", "to": EMAILS[0], "from": SENDERS[0], "requested_at": NOW,
-        "campaign_id": None, "payload": None, "attributes": {},
-    }  # fmt: skip
-    batch = build_core(make_settings(shards=16), CODEC).prepare([CODEC.encode("SendRequest", record)])
-    assert batch.keys
-    with pytest.raises(ValueError, match="has no meta key"):
-        batch.read_calls("0" * 40, [])

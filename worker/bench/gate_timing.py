@@ -44,14 +44,22 @@ def _phase_sums(registry: Any) -> dict[str, float]:
     return {phase: registry.get_sample_value(name, {"phase": phase}) or 0.0 for phase in PHASES}
 
 
-def evalsha_by_node(client: StateClient) -> dict[str, int]:
-    """EVALSHA calls served so far by each master (``host:port``); a single server is ``"standalone"``."""
+def read_requests_by_node(client: StateClient) -> dict[str, int]:
+    """State read requests served so far by each master (``host:port``); a single server is ``"standalone"``.
+
+    A standalone Redis is read with one ``MULTI``/``EXEC`` per batch, a cluster
+    with the read script (``EVALSHA``) per shard: both are counted.
+    """
+
+    def requests(info: dict[str, Any]) -> int:
+        return sum(int(info.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "exec"))
+
     if isinstance(client, RedisCluster):
         replies = client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
         # Several masters answer as {"host:port": info}; redis-py unwraps a single answer.
         by_node = replies if replies and all(":" in str(name) for name in replies) else {"primary": replies}
-        return {str(node): int(info.get("cmdstat_evalsha", {}).get("calls", 0)) for node, info in by_node.items()}
-    return {"standalone": sum(int(info.get("cmdstat_evalsha", {}).get("calls", 0)) for info in per_primary_info(client, "commandstats"))}
+        return {str(node): requests(info) for node, info in by_node.items()}
+    return {"standalone": sum(requests(info) for info in per_primary_info(client, "commandstats"))}
 
 
 @dataclass
@@ -64,9 +72,9 @@ class GatePass:
     batches: int
     measured_batches: int
     progress: dict[str, int]
-    evalsha_calls: int
+    read_requests: int
     phases: dict[str, float] = field(default_factory=dict)
-    evalsha_by_node: dict[str, int] = field(default_factory=dict)  # the same calls, by master
+    read_requests_by_node: dict[str, int] = field(default_factory=dict)  # the same calls, by master
 
     @property
     def records_per_second(self) -> float:
@@ -99,7 +107,7 @@ def time_gate_pass(
                 profile.parent.mkdir(parents=True, exist_ok=True)
                 profile.write_text(profiler.output_text(unicode=False, color=False))
 
-    evalsha_before = evalsha_by_node(client)
+    requests_before = read_requests_by_node(client)
     thread = threading.Thread(target=work, name="sendgate-bench-gate", daemon=True)
     thread.start()
     first: tuple[float, int, int, dict[str, float]] | None = None
@@ -120,8 +128,8 @@ def time_gate_pass(
                 thread.join(30)
                 raise GateStalled(f"gate: no progress for {NO_PROGRESS_TIMEOUT_SECONDS:g}s ({p.fail_closed_pauses} fail-closed pauses)")
     ended = time.monotonic()
-    evalsha_after = evalsha_by_node(client)
-    by_node = {node: calls - evalsha_before.get(node, 0) for node, calls in evalsha_after.items()}
+    requests_after = read_requests_by_node(client)
+    by_node = {node: calls - requests_before.get(node, 0) for node, calls in requests_after.items()}
     if failure:
         raise GateStalled(f"gate: {type(failure[0]).__name__}: {failure[0]}") from failure[0]
     p = gate.progress
@@ -140,9 +148,9 @@ def time_gate_pass(
             "transactions": p.committed_transactions, "fail_closed_pauses": p.fail_closed_pauses,
             "state_round_trips": p.state_round_trips,
         },
-        evalsha_calls=sum(by_node.values()),
+        read_requests=sum(by_node.values()),
         phases=sums,
-        evalsha_by_node=by_node,
+        read_requests_by_node=by_node,
     )
 
 
@@ -157,7 +165,7 @@ def gate_section(passes: Sequence[GatePass], *, input_records: int) -> dict[str,
     consumed = sum(p.records for p in passes)
     batches = sum(p.batches for p in passes)
     trips = sum(p.progress["state_round_trips"] for p in passes)
-    evalsha = sum(p.evalsha_calls for p in passes)
+    requests = sum(p.read_requests for p in passes)
     sums: dict[str, float] = {}
     for p in passes:
         for phase, value in p.phases.items():
@@ -180,8 +188,8 @@ def gate_section(passes: Sequence[GatePass], *, input_records: int) -> dict[str,
         "fail_closed_pauses": sum(p.progress["fail_closed_pauses"] for p in passes),
         "state_round_trips": trips,
         "round_trips_per_batch": round(trips / batches, 3) if batches else None,
-        "redis_evalsha_calls": evalsha,
-        "evalsha_per_batch": round(evalsha / batches, 3) if batches else None,
+        "redis_read_requests": requests,
+        "read_requests_per_batch": round(requests / batches, 3) if batches else None,
         "phases": {
             phase: {
                 "seconds": round(value, 3),

@@ -43,7 +43,7 @@ def render(console: Console, results: dict[str, Any]) -> None:
         ("baseline (bare transactional loop)", f"{baseline.get('records_per_second', 0):,} records/s{_runs(baseline)}"),
         ("gate", f"{gate.get('records_per_second', 0):,} records/s{_runs(gate)}, {gate.get('suppressed_share', 0):.1%} suppressed"),
         ("gate / baseline", f"{results.get('ratio')}{_ratio_runs(results)}"),
-        ("state round trips per batch", f"{gate.get('round_trips_per_batch')} (EVALSHA: {gate.get('evalsha_per_batch')}, "
+        ("state round trips per batch", f"{gate.get('round_trips_per_batch')} (Redis requests: {gate.get('read_requests_per_batch')}, "
          f"{gate.get('mean_batch')} records/batch)"),
         (f"end-to-end at {latency.get('offered_rate', 0):,.0f}/s: p50 / p99",
          f"{latency.get('p50_ms')} / {latency.get('p99_ms')} ms (commit every {latency.get('commit_interval_ms')} ms"
@@ -74,14 +74,14 @@ def cluster_rows(cluster: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The table's rows for the gate on the Redis Cluster (``--also-cluster``); none without it."""
     if not cluster:
         return []
-    per_node = cluster.get("evalsha_per_node_per_batch", {})
+    per_node = cluster.get("read_requests_per_node_per_batch", {})
     nodes = ", ".join(f"{node} {value}" for node, value in per_node.items())
     return [
         (f"gate on cluster ({cluster.get('masters')} masters)",
          f"{cluster.get('records_per_second', 0):,} records/s{_runs(cluster)}, {cluster.get('to_standalone_gate')}× standalone gate"),
         ("cluster gate / baseline", f"{cluster.get('ratio')}{_ratio_runs(cluster)}"),
         ("cluster: round trips per batch", f"{cluster.get('round_trips_per_batch')} pipeline (one request per master it reads; "
-         f"EVALSHA: {cluster.get('evalsha_per_batch')}, {cluster.get('mean_batch')} records/batch)"),
+         f"EVALSHA: {cluster.get('read_requests_per_batch')}, {cluster.get('mean_batch')} records/batch)"),
         ("cluster: EVALSHA per master per batch", nodes or "?"),
     ]
 

@@ -31,7 +31,7 @@ from rich.console import Console
 
 from worker.bench.baseline import BareTransactionalLoop, BaselineResult
 from worker.bench.config import BenchConfig, BenchFailed, BenchSettings
-from worker.bench.gate_timing import GatePass, evalsha_by_node, gate_section, time_gate_pass
+from worker.bench.gate_timing import GatePass, gate_section, read_requests_by_node, time_gate_pass
 from worker.config import Settings
 from worker.state.connection import StateClient
 
@@ -104,7 +104,7 @@ class ThroughputComparison:
         not touch Redis).
         """
         gates = [self._timed("cluster-gate", index, settings=settings, client=client) for index in range(self._config.rounds)]
-        return cluster_section(self.baselines, gates, input_records=self._config.sends, masters=len(evalsha_by_node(client)))
+        return cluster_section(self.baselines, gates, input_records=self._config.sends, masters=len(read_requests_by_node(client)))
 
     def _timed(self, kind: str, index: int, *, settings: Settings | None = None, client: StateClient | None = None) -> TimedRun:
         run = TimedRun(kind)
@@ -187,11 +187,11 @@ def neighbour_ratios(baseline_rates: Sequence[float], gate_rates: Sequence[float
 
 
 def per_node_per_batch(passes: Sequence[GatePass]) -> dict[str, float]:
-    """EVALSHA calls each master served for the gate, over the gate's batches (all passes summed)."""
+    """State read requests (EVALSHA) each master served for the gate, over the gate's batches (all passes summed)."""
     batches = sum(p.batches for p in passes)
     calls: dict[str, int] = {}
     for p in passes:
-        for node, count in p.evalsha_by_node.items():
+        for node, count in p.read_requests_by_node.items():
             calls[node] = calls.get(node, 0) + count
     return {node: round(count / batches, 3) if batches else 0.0 for node, count in sorted(calls.items())}
 
@@ -208,7 +208,7 @@ def cluster_section(
         **{name: gate[name] for name in (
             "records", "passes", "records_decided", "seconds", "allowed", "suppressed", "dead_lettered", "suppressed_share",
             "batches", "mean_batch", "transactions", "fail_closed_pauses", "state_round_trips", "round_trips_per_batch",
-            "redis_evalsha_calls", "evalsha_per_batch", "phases",
+            "redis_read_requests", "read_requests_per_batch", "phases",
         )},
         **_rates(gates),
         "ratio": round(statistics.median(ratios), 3) if ratios else None,
@@ -217,8 +217,8 @@ def cluster_section(
         "ratio_note": "each cluster gate run over the standalone phase's baselines either side of the standalone gate run "
         "of the same round (the baseline does not touch Redis)",
         "masters": masters,
-        "evalsha_per_node_per_batch": by_node,
-        "nodes_with_evalsha": sum(1 for value in by_node.values() if value > 0),
+        "read_requests_per_node_per_batch": by_node,
+        "nodes_with_read_requests": sum(1 for value in by_node.values() if value > 0),
         "round_trips_per_node_per_batch_note": "redis-py's cluster pipeline sends one request per node a batch's "
         "script calls map to, so each master a batch reads costs that batch one round trip; "
         "round_trips_per_batch counts the gate's pipelines (one per batch), not nodes",

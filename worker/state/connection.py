@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -25,6 +25,7 @@ from worker.config import RedisSettings
 logger = logging.getLogger(__name__)
 
 StateClient = redis.Redis | RedisCluster
+T = TypeVar("T")
 
 # A cluster in motion (failover, resharding) answers with these; the gate retries its batch.
 CLUSTER_RETRIES = 2
@@ -107,28 +108,23 @@ def run_pipelined(client: StateClient, calls: Sequence[tuple[Script, Sequence[An
     return replies
 
 
-def run_packed(client: redis.Redis, payload: bytes, replies: int) -> list[Any]:
-    """Send ``payload`` (pipelined commands already in Redis protocol) on one connection; ``replies`` answers in order.
+def on_raw_socket(client: redis.Redis, exchange: Callable[[int, float | None], T]) -> T | None:
+    """``exchange(fd, timeout)`` on the socket of one of ``client``'s connections, or None over TLS.
 
-    What redis-py's pipeline does once it has packed its commands: one write,
-    then every reply read, an error reply kept in its place. A standalone
-    client only (a cluster routes each command by its key).
+    For the compiled core, which writes a request and reads its answer on the
+    socket itself, without the GIL (``PreparedBatch.read_state``). The
+    connection is checked out as redis-py checks one out for a command (no
+    unread reply left on it); if ``exchange`` raises, part of a reply may
+    still be on the socket, so it is closed rather than handed to the next caller.
     """
     pool = client.connection_pool
-    # redis-py leaves these untyped; they are its pipeline's own calls.
-    connection: Any = pool.get_connection()
-    parse_response: Any = client.parse_response
+    if issubclass(pool.connection_class, redis.SSLConnection):
+        return None  # the bytes on a TLS socket are not the protocol's
+    connection: Any = pool.get_connection()  # redis-py leaves its connections untyped
     try:
-        connection.send_packed_command([payload])  # a list of chunks: bytes alone would be iterated
-        answers: list[Any] = []
-        for _ in range(replies):
-            try:
-                answers.append(parse_response(connection, "EVALSHA"))
-            except redis.ResponseError as exc:
-                answers.append(exc)
-        return answers
+        sock = connection._sock
+        return exchange(sock.fileno(), sock.gettimeout())
     except BaseException:
-        # Replies may still be on the socket: never hand it to the next caller.
         connection.disconnect()
         raise
     finally:

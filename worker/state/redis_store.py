@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import RedisClusterException
 
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
@@ -27,8 +27,8 @@ from worker.state.connection import (
     connect,
     is_cluster,
     is_cluster_transient,
+    on_raw_socket,
     per_primary_info,
-    run_packed,
     run_pipelined,
 )
 from worker.state.errors import GenerationLost, IncompatibleLayout, OlderLayout, ProgressConflict, StateUnavailable
@@ -153,22 +153,30 @@ class RedisStateStore:
         return order, [(self._read, [self._addressing.meta_keys[n], *per_shard[n][0]], per_shard[n][1]) for n in order]
 
     def read_prepared(self, batch: PreparedBatch) -> PackedSnapshot:
-        """:meth:`read_packed` for a batch of the compiled core, whose calls it packs itself on a standalone Redis.
+        """:meth:`read_packed` for a batch of the compiled core, which reads a standalone Redis itself.
 
-        The same script calls with the same arguments (``PreparedBatch.read_calls``
-        is held equal to redis-py's packing of them), without encoding a few
-        thousand arguments in Python per batch. A cluster routes each call by
-        its key, so it takes :meth:`read_packed`.
+        The core sends one ``MULTI``/``EXEC`` of ``HGETALL`` (each shard's meta)
+        and ``HMGET`` (each fact hash) on a connection of the pool and parses
+        the answer without the GIL: the same snapshot as the read script's
+        (held equal by the tests), at a third of its Redis time and without
+        the read thread taking the GIL back after every ``recv``. A cluster
+        routes each call by its key, and a TLS socket carries no plain
+        protocol: both take :meth:`read_packed`.
         """
         if is_cluster(self._client) or batch.fact_count == 0:  # no facts, no keys: asking for them would build the list
             return self.read_packed(batch.keys, batch.fields, batch.fact_count)
-        client = cast(redis.Redis, self._client)
-        payload, order = batch.read_calls(self._read.sha, self._addressing.meta_keys)
-        replies = self._checked(self._call(lambda: run_packed(client, payload, len(order))))
-        if any(isinstance(reply, NoScriptError) for reply in replies):  # none of them ran: load, then read again
-            self._call(lambda: self._read.load(client))
-            replies = self._checked(self._call(lambda: run_packed(client, payload, len(order))))
-        return self._combine_reads(order, replies, batch.fact_count)
+        metas = self._addressing.meta_keys
+        try:
+            answer = on_raw_socket(cast(redis.Redis, self._client), lambda fd, timeout: batch.read_state(fd, metas, timeout))
+        except (OSError, ValueError) as exc:  # ConnectionError and TimeoutError are OSErrors
+            raise StateUnavailable(f"Redis: state read failed ({type(exc).__name__}): {exc}") from exc
+        except redis.RedisError as exc:  # checking a connection out connects it
+            raise StateUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
+        if answer is None:
+            return self.read_packed(batch.keys, batch.fields, batch.fact_count)
+        order, shard_metas, found = answer
+        shards = {shard: self._status(self._pairs(meta)) for shard, meta in zip(order, shard_metas, strict=True)}
+        return PackedSnapshot(found=found, status=StoreStatus.combine(shards))
 
     def _combine_reads(self, order: Sequence[int], replies: Sequence[Any], fact_count: int) -> PackedSnapshot:
         """The read script's replies of the shards in ``order``, as one snapshot (refused unless complete)."""

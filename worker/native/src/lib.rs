@@ -5,7 +5,10 @@
 //! one `consume()` batch and gets the read script's arguments back; it hands the
 //! script's reply to [`PreparedBatch::decide`] and gets, per record, where it goes and
 //! with which bytes, plus the batch's tallies. The core is pure: no I/O, no clock, no
-//! environment (time and settings are arguments). The GIL is released while it works.
+//! environment (time and settings are arguments), with one exception: on a standalone
+//! Redis, [`PreparedBatch::read_state`] does the batch's state read on the socket redis-py
+//! opened (`multi_read`), so no GIL is taken between sending it and having the answer.
+//! The GIL is released while it works.
 //!
 //! Where the core is not sure to answer like the Python reference (a value of another
 //! writer schema or an unusual encoding, an address email-validator or phonenumbers must
@@ -21,14 +24,14 @@ mod avro;
 mod decide;
 mod events;
 mod facts;
-mod resp;
+mod multi_read;
 mod rules;
 mod suppressed;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
@@ -366,12 +369,39 @@ impl PreparedBatch {
         PyList::new(py, self.layout.fields.iter().map(|f| PyBytes::new(py, f)))
     }
 
-    /// The batch's state read as one pipeline's bytes (one read-script call per shard,
-    /// ascending) and the shard of each reply: the calls `RedisStateStore.read_packed`
-    /// makes, packed as redis-py packs them, so no argument is encoded in Python.
-    fn read_calls<'py>(&self, py: Python<'py>, sha: &str, meta_keys: Vec<String>) -> PyResult<(Bound<'py, PyBytes>, Vec<u32>)> {
-        let calls = resp::read_calls(&self.layout, sha, &meta_keys).map_err(value_error)?;
-        Ok((PyBytes::new(py, &calls.payload), calls.shards))
+    /// Read the batch's state on a standalone Redis, through the connected socket `fd`,
+    /// without the GIL: one `MULTI`/`EXEC` (see `multi_read`). Answers `(shards, metas,
+    /// found)`: the shards read (ascending), each one's meta hash as a flat name/value
+    /// list, and the facts present as the flat `[position, value, ...]` the read script
+    /// answers (`RedisStateStore.read_packed`). Raises ConnectionError, TimeoutError or
+    /// ValueError (an unexpected or error reply); the socket is then unusable.
+    #[pyo3(signature = (fd, meta_keys, timeout_seconds))]
+    fn read_state<'py>(
+        &self,
+        py: Python<'py>,
+        fd: i32,
+        meta_keys: Vec<String>,
+        timeout_seconds: Option<f64>,
+    ) -> PyResult<(Vec<u32>, Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let timeout = match timeout_seconds {
+            Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+                return Err(value_error(format!("timeout_seconds must be a positive number of seconds, not {seconds}")))
+            }
+            other => other.map(std::time::Duration::from_secs_f64),
+        };
+        let read = multi_read::multi_read(&self.layout, &meta_keys).map_err(value_error)?;
+        let answer = py.detach(|| read.exchange(fd, timeout)).map_err(|error| match error {
+            multi_read::ReadError::Io(_) => PyConnectionError::new_err(error.to_string()),
+            multi_read::ReadError::Timeout(_) => PyTimeoutError::new_err(error.to_string()),
+            multi_read::ReadError::Reply(_) => value_error(error.to_string()),
+        })?;
+        let metas = PyList::new(py, answer.metas.iter().map(|flat| PyList::new(py, flat.iter().map(|item| PyBytes::new(py, item)))).collect::<PyResult<Vec<_>>>()?)?;
+        let found = PyList::empty(py);
+        for (position, value) in &answer.found {
+            found.append(position)?;
+            found.append(PyBytes::new(py, value))?;
+        }
+        Ok((read.shards, metas, found))
     }
 
     /// How many distinct facts the read asks for.
