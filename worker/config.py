@@ -179,8 +179,8 @@ class GateSettings(BaseModel):
     """Consumer group of the gates."""
     instance_id: str = Field(default_factory=socket.gethostname)
     """Unique per gate process (default: host name, the pod name on Kubernetes): static group member id and transactional id suffix."""
-    batch_max_messages: int = Field(default=500, ge=1)
-    """Most records taken by one consume() call (one state round trip each)."""
+    batch_max_messages: int = Field(default=2000, ge=1)
+    """Most records taken by one consume() call (one state round trip each); below capacity a batch is what has arrived."""
     poll_timeout_seconds: float = Field(default=0.05, gt=0)
     """Longest wait of consume() for a full batch; records waiting count towards end-to-end latency."""
     commit_every_messages: int = Field(default=5000, ge=1)

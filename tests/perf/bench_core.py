@@ -29,7 +29,7 @@ from worker.loadgen.producing import encoded_sends
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sends", type=int, default=50_000)
-    parser.add_argument("--batch", type=int, default=500, help="records per prepare call (the gate's batch_max_messages)")
+    parser.add_argument("--batch", type=int, default=2000, help="records per prepare call (the gate's batch_max_messages)")
     parser.add_argument("--passes", type=int, default=5)
     args = parser.parse_args()
 
