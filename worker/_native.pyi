@@ -76,18 +76,7 @@ class PreparedBatch:
     def fact_count(self) -> int:
         """Distinct facts the read asks for; the script must answer for exactly these."""
     def read_state(self, fd: int, meta_keys: list[str], timeout_seconds: float | None) -> tuple[list[int], list[list[bytes]], list[Any]]:
-        """The batch's state read on a standalone Redis, sent and answered on the connected socket ``fd`` without the GIL.
-
-        One ``MULTI``; per shard (ascending) ``HGETALL`` of its meta key (from
-        ``meta_keys``) and an ``HMGET`` of each of its fact hashes; ``EXEC``.
-        Answers ``(shards, metas, found)``: the shards read, each one's meta hash
-        as a flat name/value list, and the facts present as the flat
-        ``[position, value, ...]`` the read script answers after its first two
-        items. Raises ``ConnectionError`` (the socket failed or closed),
-        ``TimeoutError`` (no whole answer within ``timeout_seconds``; ``None``
-        waits) or ``ValueError`` (an error or unexpected reply, a shard without
-        a meta key); after any of them the socket is unusable.
-        """
+        """:func:`read_facts` of this batch's ``keys`` and ``fields``, without handing them to Python."""
     @property
     def size(self) -> int:
         """Records to decide (the batch less its poison)."""
@@ -202,3 +191,21 @@ class AppliedEvents:
     """``(index, reason, detail)`` of rejected events; a rejected ``SMS_OPT_OUT`` may still write (SPEC §4)."""
     tallies: dict[tuple[str, str], int]
     """``(type, "applied" | "rejected") -> count`` over the decoded events."""
+
+
+def read_facts(
+    fd: int, keys: list[str], fields: list[bytes], shards: list[int], meta_keys: list[str], timeout_seconds: float | None
+) -> tuple[list[int], list[list[bytes]], list[Any]]:
+    """Facts read on a standalone Redis, sent and answered on the connected socket ``fd`` without the GIL.
+
+    ``fields[i]`` are the wanted fields of ``keys[i]`` concatenated, ``shards[i]``
+    its shard. One ``MULTI``; per shard (ascending) ``HGETALL`` of its meta key
+    (from ``meta_keys``) and an ``HMGET`` of each of its hashes; ``EXEC``.
+    Answers ``(shards, metas, found)``: the shards read, each one's meta hash as
+    a flat name/value list, and the facts present as the flat ``[position,
+    value, ...]`` the read script answers after its first two items. Raises
+    ``ConnectionError`` (the socket failed or closed), ``TimeoutError`` (no
+    whole answer within ``timeout_seconds``; ``None`` waits) or ``ValueError``
+    (an error or unexpected reply, a shard without a meta key, lists of unequal
+    length); after any of them the socket is unusable.
+    """

@@ -1,6 +1,6 @@
 """The compiled core's own state read on a real Redis (``PreparedBatch.read_state``, one MULTI/EXEC).
 
-It must answer exactly what the read script answers (``RedisStateStore.read_packed``,
+It must answer exactly what the read script answers (``RedisStateStore.read_scripted``,
 the reference path a cluster still takes), and every way it can fail must fail
 the batch closed (``StateUnavailable``) and leave the store usable for the next one.
 """
@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
 from tests.unit.test_native_core import CODEC, scenario
+from worker._native import read_facts
 from worker.codec import AvroCodec
 from worker.config import Settings
 from worker.gate.core import build_core
@@ -58,10 +59,11 @@ def test_the_cores_read_answers_what_the_read_script_answers(case: tuple[list[by
         store.commit(generation=status.generation, expected={}, progress={0: 1}, writes=facts)
         batch = build_core(configured.model_copy(update={"state": state}), CODEC).prepare(values)
 
-        expected = store.read_packed(batch.keys, batch.fields, batch.fact_count)
+        expected = store.read_scripted(batch.keys, batch.fields, batch.fact_count)
         actual = store.read_prepared(batch)
 
         assert actual == expected
+        assert store.read_packed(batch.keys, batch.fields, batch.fact_count) == expected  # the applier's way in
         assert len(actual.found) == 2 * len(facts)  # (position, value) of every fact held, none other
     finally:
         store.clear()
@@ -70,7 +72,7 @@ def test_the_cores_read_answers_what_the_read_script_answers(case: tuple[list[by
 
 def test_a_fact_hash_of_the_wrong_type_fails_the_read_and_the_next_read_is_answered(settings, services, redis_client) -> None:
     store, batch = _ready_store_and_batch(settings, services.redis_url)
-    expected = store.read_packed(batch.keys, batch.fields, batch.fact_count)
+    expected = store.read_scripted(batch.keys, batch.fields, batch.fact_count)
     assert expected.found  # the held fact
     stray = batch.keys[0]
     kept = redis_client.dump(stray)
@@ -120,3 +122,8 @@ def test_a_read_naming_a_shard_the_store_lacks_is_refused_before_anything_is_sen
         batch.read_state(-1, [], 1.0)  # never reaches the (invalid) socket
     with pytest.raises(ValueError, match="positive number of seconds"):
         batch.read_state(-1, FactAddressing(settings.state).meta_keys, 0.0)
+
+
+def test_facts_named_unevenly_are_refused_before_anything_is_sent() -> None:
+    with pytest.raises(ValueError, match="one of each per key"):
+        read_facts(-1, ["k1", "k2"], [b""], [0, 0], ["m0"], 1.0)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from redis.exceptions import RedisClusterException
 
+from worker._native import read_facts
 from worker.config import RedisSettings, StateSettings
 from worker.errors import ConfigurationError
 from worker.policy.facts import FactKey
@@ -133,7 +134,21 @@ class RedisStateStore:
         return Snapshot(facts=facts, status=packed.status)
 
     def read_packed(self, keys: list[str], fields: list[bytes], fact_count: int) -> PackedSnapshot:
-        """:meth:`read` for facts laid out by the compiled core: one script call per shard, pipelined."""
+        """:meth:`read` for facts laid out by the compiled core (the applier's batches).
+
+        On a standalone Redis the core reads them itself (``read_facts``, see
+        :meth:`read_prepared`); a cluster and TLS take the read script.
+        """
+        if fact_count and not is_cluster(self._client):
+            shards = [self._addressing.shard_of(key) for key in keys]
+            metas = self._addressing.meta_keys
+            snapshot = self._read_on_socket(lambda fd, timeout: read_facts(fd, keys, fields, shards, metas, timeout))
+            if snapshot is not None:
+                return snapshot
+        return self.read_scripted(keys, fields, fact_count)
+
+    def read_scripted(self, keys: list[str], fields: list[bytes], fact_count: int) -> PackedSnapshot:
+        """:meth:`read_packed` through the read script: one call per shard, pipelined (a cluster's way, and the reference)."""
         order, calls = self.read_calls(keys, fields)
         if not calls:  # nothing to read: the status alone says whether the store may be trusted
             return PackedSnapshot(found=[], status=self.status())
@@ -161,19 +176,25 @@ class RedisStateStore:
         (held equal by the tests), at a third of its Redis time and without
         the read thread taking the GIL back after every ``recv``. A cluster
         routes each call by its key, and a TLS socket carries no plain
-        protocol: both take :meth:`read_packed`.
+        protocol: both take the read script (:meth:`read_scripted`).
         """
-        if is_cluster(self._client) or batch.fact_count == 0:  # no facts, no keys: asking for them would build the list
-            return self.read_packed(batch.keys, batch.fields, batch.fact_count)
-        metas = self._addressing.meta_keys
+        if batch.fact_count and not is_cluster(self._client):
+            metas = self._addressing.meta_keys
+            snapshot = self._read_on_socket(lambda fd, timeout: batch.read_state(fd, metas, timeout))
+            if snapshot is not None:
+                return snapshot
+        return self.read_scripted(batch.keys, batch.fields, batch.fact_count)  # no facts: the list is empty
+
+    def _read_on_socket(self, read: Callable[[int, float | None], tuple[list[int], list[list[bytes]], list[Any]]]) -> PackedSnapshot | None:
+        """The core's own read on a connection of the pool, as a snapshot; None over TLS."""
         try:
-            answer = on_raw_socket(cast(redis.Redis, self._client), lambda fd, timeout: batch.read_state(fd, metas, timeout))
+            answer = on_raw_socket(cast(redis.Redis, self._client), read)
         except (OSError, ValueError) as exc:  # ConnectionError and TimeoutError are OSErrors
             raise StateUnavailable(f"Redis: state read failed ({type(exc).__name__}): {exc}") from exc
         except redis.RedisError as exc:  # checking a connection out connects it
             raise StateUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
         if answer is None:
-            return self.read_packed(batch.keys, batch.fields, batch.fact_count)
+            return None
         order, shard_metas, found = answer
         shards = {shard: self._status(self._pairs(meta)) for shard, meta in zip(order, shard_metas, strict=True)}
         return PackedSnapshot(found=found, status=StoreStatus.combine(shards))
@@ -197,7 +218,11 @@ class RedisStateStore:
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
         args: list[Any] = [
-            uuid.uuid4().hex, self._addressing.buckets, self._addressing.secret_fingerprint, LAYOUT_VERSION, self.shard_count,
+            uuid.uuid4().hex,
+            self._addressing.buckets,
+            self._addressing.secret_fingerprint,
+            LAYOUT_VERSION,
+            self.shard_count,
         ]
         for partition, target in sorted(targets.items()):
             args += [partition, target]

@@ -370,38 +370,10 @@ impl PreparedBatch {
     }
 
     /// Read the batch's state on a standalone Redis, through the connected socket `fd`,
-    /// without the GIL: one `MULTI`/`EXEC` (see `multi_read`). Answers `(shards, metas,
-    /// found)`: the shards read (ascending), each one's meta hash as a flat name/value
-    /// list, and the facts present as the flat `[position, value, ...]` the read script
-    /// answers (`RedisStateStore.read_packed`). Raises ConnectionError, TimeoutError or
-    /// ValueError (an unexpected or error reply); the socket is then unusable.
+    /// without the GIL: see [`read_facts`], which reads any keys and fields the same way.
     #[pyo3(signature = (fd, meta_keys, timeout_seconds))]
-    fn read_state<'py>(
-        &self,
-        py: Python<'py>,
-        fd: i32,
-        meta_keys: Vec<String>,
-        timeout_seconds: Option<f64>,
-    ) -> PyResult<(Vec<u32>, Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let timeout = match timeout_seconds {
-            Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
-                return Err(value_error(format!("timeout_seconds must be a positive number of seconds, not {seconds}")))
-            }
-            other => other.map(std::time::Duration::from_secs_f64),
-        };
-        let read = multi_read::multi_read(&self.layout, &meta_keys).map_err(value_error)?;
-        let answer = py.detach(|| read.exchange(fd, timeout)).map_err(|error| match error {
-            multi_read::ReadError::Io(_) => PyConnectionError::new_err(error.to_string()),
-            multi_read::ReadError::Timeout(_) => PyTimeoutError::new_err(error.to_string()),
-            multi_read::ReadError::Reply(_) => value_error(error.to_string()),
-        })?;
-        let metas = PyList::new(py, answer.metas.iter().map(|flat| PyList::new(py, flat.iter().map(|item| PyBytes::new(py, item)))).collect::<PyResult<Vec<_>>>()?)?;
-        let found = PyList::empty(py);
-        for (position, value) in &answer.found {
-            found.append(position)?;
-            found.append(PyBytes::new(py, value))?;
-        }
-        Ok((read.shards, metas, found))
+    fn read_state<'py>(&self, py: Python<'py>, fd: i32, meta_keys: Vec<String>, timeout_seconds: Option<f64>) -> PyResult<StateAnswer<'py>> {
+        read_on_socket(py, &self.layout, fd, &meta_keys, timeout_seconds)
     }
 
     /// How many distinct facts the read asks for.
@@ -670,6 +642,59 @@ impl Outcome {
     }
 }
 
+/// `(shards, metas, found)`: see [`read_facts`].
+type StateAnswer<'py> = (Vec<u32>, Bound<'py, PyList>, Bound<'py, PyList>);
+
+/// Read `keys` (each one's wanted `fields` concatenated, its shard in `shards`) on a
+/// standalone Redis through the connected socket `fd`, without the GIL: one `MULTI`,
+/// per shard (ascending) `HGETALL` of its meta key and an `HMGET` of each of its hashes,
+/// `EXEC` (see `multi_read`). Answers `(shards, metas, found)`: the shards read, each
+/// one's meta hash as a flat name/value list, and the facts present as the flat
+/// `[position, value, ...]` the read script answers (`RedisStateStore.read_scripted`).
+/// Raises ConnectionError, TimeoutError or ValueError (an unexpected or error reply);
+/// the socket is then unusable.
+#[pyfunction]
+#[pyo3(signature = (fd, keys, fields, shards, meta_keys, timeout_seconds))]
+fn read_facts<'py>(
+    py: Python<'py>,
+    fd: i32,
+    keys: Vec<String>,
+    fields: Vec<Bound<'py, PyBytes>>,
+    shards: Vec<u32>,
+    meta_keys: Vec<String>,
+    timeout_seconds: Option<f64>,
+) -> PyResult<StateAnswer<'py>> {
+    if keys.len() != fields.len() || keys.len() != shards.len() {
+        return Err(value_error(format!("{} keys, {} field lists and {} shards: one of each per key", keys.len(), fields.len(), shards.len())));
+    }
+    let fields = fields.iter().map(|f| f.as_bytes().to_vec()).collect();
+    let layout = Layout { keys, fields, shards, located: Vec::new(), reply_order: Vec::new() };
+    read_on_socket(py, &layout, fd, &meta_keys, timeout_seconds)
+}
+
+fn read_on_socket<'py>(py: Python<'py>, layout: &Layout, fd: i32, meta_keys: &[String], timeout_seconds: Option<f64>) -> PyResult<StateAnswer<'py>> {
+    let timeout = match timeout_seconds {
+        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+            return Err(value_error(format!("timeout_seconds must be a positive number of seconds, not {seconds}")))
+        }
+        other => other.map(std::time::Duration::from_secs_f64),
+    };
+    let read = multi_read::multi_read(layout, meta_keys).map_err(value_error)?;
+    let answer = py.detach(|| read.exchange(fd, timeout)).map_err(|error| match error {
+        multi_read::ReadError::Io(_) => PyConnectionError::new_err(error.to_string()),
+        multi_read::ReadError::Timeout(_) => PyTimeoutError::new_err(error.to_string()),
+        multi_read::ReadError::Reply(_) => value_error(error.to_string()),
+    })?;
+    let metas = answer.metas.iter().map(|flat| PyList::new(py, flat.iter().map(|item| PyBytes::new(py, item))));
+    let metas = PyList::new(py, metas.collect::<PyResult<Vec<_>>>()?)?;
+    let found = PyList::empty(py);
+    for (position, value) in &answer.found {
+        found.append(position)?;
+        found.append(PyBytes::new(py, value))?;
+    }
+    Ok((read.shards, metas, found))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -680,6 +705,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<applier::ApplierCore>()?;
     m.add_class::<applier::PlannedEvents>()?;
     m.add_class::<applier::AppliedEvents>()?;
+    m.add_function(wrap_pyfunction!(read_facts, m)?)?;
     Ok(())
 }
 
