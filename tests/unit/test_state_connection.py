@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 from redis.exceptions import ClusterDownError, ConnectionError, NoScriptError, ResponseError
 
 from worker.config import StateSettings
 from worker.policy.facts import FactKey, FactKind
 from worker.state.addressing import FactAddressing
-from worker.state.connection import Script, is_cluster_transient, run_pipelined
+from worker.state.connection import Script, is_cluster_transient, on_raw_socket, run_pipelined
 from worker.state.errors import StateUnavailable
 from worker.state.redis_store import RedisStateStore
 
@@ -71,10 +72,13 @@ def test_calls_answered_noscript_are_sent_again_once_loaded_and_the_others_are_n
     ],
 )
 def test_a_cluster_in_motion_or_a_node_down_fails_the_whole_read_as_retryable(reply):
+    """The read script's path (a cluster's read): any such reply fails the batch, to be retried."""
     client = ScriptedClient([reply])
-    store = RedisStateStore(client=client, addressing=FactAddressing(StateSettings(shards=1)))  # type: ignore[arg-type]
+    addressing = FactAddressing(StateSettings(shards=1))
+    store = RedisStateStore(client=client, addressing=addressing)  # type: ignore[arg-type]
+    groups = addressing.group({FACT: None})
     with pytest.raises(StateUnavailable):
-        store.read([FACT])
+        store.read_scripted(list(groups), [b"".join(wanted) for _, wanted in groups.values()], 1)
 
 
 def test_only_redirections_and_cluster_states_count_as_transient():
@@ -85,3 +89,11 @@ def test_only_redirections_and_cluster_states_count_as_transient():
 def test_a_store_without_a_client_or_connector_is_refused():
     with pytest.raises(ValueError, match="client or a connector"):
         RedisStateStore(addressing=FactAddressing(StateSettings()))
+
+
+def test_the_cores_own_read_is_not_tried_on_a_tls_connection():
+    """Bytes on a TLS socket are not the protocol's: the store takes the read script instead (None here)."""
+    client = redis.Redis(host="127.0.0.1", port=1, ssl=True)  # never connected: nothing may be sent
+    asked: list[int] = []
+    assert on_raw_socket(client, lambda fd, timeout: asked.append(fd)) is None
+    assert asked == []
