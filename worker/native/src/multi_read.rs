@@ -183,6 +183,10 @@ pub enum Reply {
     Array(Option<Vec<Reply>>),
 }
 
+/// Redis' own ceiling for a string (`proto-max-bulk-len` is at most 512 MB by default):
+/// a longer length is not a reply but a broken stream.
+const MAX_BULK_BYTES: i64 = 1 << 32;
+
 /// The reply starting at `*at`, moving `*at` past it; `None` while it is incomplete.
 pub fn parse(buffer: &[u8], at: &mut usize) -> Result<Option<Reply>, ReadError> {
     let mut pos = *at;
@@ -206,6 +210,9 @@ fn parse_at(buffer: &[u8], pos: &mut usize) -> Result<Option<Reply>, ReadError> 
             if length < 0 {
                 return Ok(Some(Reply::Bulk(None)));
             }
+            if length > MAX_BULK_BYTES {
+                return Err(ReadError::Reply(format!("a bulk string of {length} bytes")));
+            }
             let end = *pos + length as usize;
             if buffer.len() < end + 2 {
                 return Ok(None);
@@ -225,6 +232,9 @@ fn parse_at(buffer: &[u8], pos: &mut usize) -> Result<Option<Reply>, ReadError> 
             let count = number(rest)?;
             if count < 0 {
                 return Ok(Some(Reply::Array(None)));
+            }
+            if count > MAX_BULK_BYTES {
+                return Err(ReadError::Reply(format!("an array of {count} items")));
             }
             // A map's entries are name, value, name, value: the flat list HGETALL gives in RESP2.
             let items = if kind == b'%' { 2 * count as usize } else { count as usize };
@@ -325,24 +335,35 @@ fn write_all(fd: i32, mut data: &[u8], deadline: Deadline) -> Result<(), ReadErr
     Ok(())
 }
 
+/// Reads what has arrived (waiting for the first byte): the answer is parsed again
+/// from its start after each call, so taking it in as few pieces as possible matters.
 fn read_some(fd: i32, buffer: &mut Vec<u8>, deadline: Deadline) -> Result<(), ReadError> {
     const CHUNK: usize = 64 * 1024;
+    let mut got = false;
     loop {
-        wait(fd, libc::POLLIN, deadline)?;
+        if !got {
+            wait(fd, libc::POLLIN, deadline)?;
+        }
         buffer.reserve(CHUNK);
         let spare = buffer.spare_capacity_mut();
+        let flags = if got { libc::MSG_DONTWAIT } else { 0 };
         // SAFETY: `spare` is writable for its length; recv writes at most that many bytes.
-        let read = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+        let read = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
         if read > 0 {
             // SAFETY: recv initialised the first `read` bytes of the spare capacity.
             unsafe { buffer.set_len(buffer.len() + read as usize) };
-            return Ok(());
+            got = true;
+            continue;
         }
         if read == 0 {
+            if got {
+                return Ok(()); // the close is reported by the next call, if the answer is still short
+            }
             return Err(ReadError::Io("closed by Redis before the answer was complete".to_owned()));
         }
         let error = std::io::Error::last_os_error();
         match error.kind() {
+            std::io::ErrorKind::WouldBlock if got => return Ok(()),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => {}
             _ => return Err(ReadError::Io(format!("recv: {error}"))),
         }
@@ -457,6 +478,8 @@ mod tests {
         assert!(matches!(parse(b"?x\r\n", &mut 0), Err(ReadError::Reply(_))));
         assert!(matches!(parse(b"$3\r\nabcd\r\n", &mut 0), Err(ReadError::Reply(_))));
         assert!(matches!(parse(b"*x\r\n", &mut 0), Err(ReadError::Reply(_))));
+        assert!(matches!(parse(b"$9223372036854775807\r\n", &mut 0), Err(ReadError::Reply(ref m)) if m.contains("bulk string")));
+        assert!(matches!(parse(b"*9223372036854775807\r\n", &mut 0), Err(ReadError::Reply(ref m)) if m.contains("array")));
     }
 
     #[test]
