@@ -218,11 +218,7 @@ class RedisStateStore:
 
     def begin_generation(self, targets: Mapping[int, int]) -> StoreStatus:
         args: list[Any] = [
-            uuid.uuid4().hex,
-            self._addressing.buckets,
-            self._addressing.secret_fingerprint,
-            LAYOUT_VERSION,
-            self.shard_count,
+            uuid.uuid4().hex, self._addressing.buckets, self._addressing.secret_fingerprint, LAYOUT_VERSION, self.shard_count,
         ]
         for partition, target in sorted(targets.items()):
             args += [partition, target]
