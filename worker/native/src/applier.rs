@@ -181,7 +181,7 @@ impl ApplierCore {
     /// events whose Kafka key is not their normalised subject (SPEC §4).
     #[allow(clippy::type_complexity)]
     fn name_facts(&self, pending: &[Pending<'_>], message_keys: &[Option<&[u8]>]) -> (Vec<Planned>, Vec<FactKind>, Layout, Read, Vec<(usize, &'static str, String)>) {
-        let mut table = FactTable::default();
+        let mut table = FactTable::with_capacity(pending.len() * 2);
         let mut wanted: Vec<bool> = Vec::new();
         let mut planned = Vec::with_capacity(pending.len());
         let mut miskeyed = Vec::new();

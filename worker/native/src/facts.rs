@@ -90,10 +90,18 @@ impl Addressing {
         })
     }
 
-    /// The subject digest and its bucket: `FactAddressing._place`.
-    fn subject_digest(&self, org_id: &str, group: &str, value: &str) -> ([u8; SUBJECT_DIGEST_BYTES], u32) {
+    /// The keyed hash over `org_id \x1f group \x1f`: each subject of that organization
+    /// and group goes on from a copy, so the key block is compressed once per batch, not per subject.
+    fn subject_prefix(&self, org_id: &str, group: &str) -> State {
         let mut hasher = self.subject.clone();
-        hasher.update(org_id.as_bytes()).update(b"\x1f").update(group.as_bytes()).update(b"\x1f").update(value.as_bytes());
+        hasher.update(org_id.as_bytes()).update(b"\x1f").update(group.as_bytes()).update(b"\x1f");
+        hasher
+    }
+
+    /// The subject digest and its bucket (`FactAddressing._place`), from its organization and group's prefix.
+    fn subject_digest(&self, prefix: &State, value: &str) -> ([u8; SUBJECT_DIGEST_BYTES], u32) {
+        let mut hasher = prefix.clone();
+        hasher.update(value.as_bytes());
         let mut digest = [0u8; SUBJECT_DIGEST_BYTES];
         digest.copy_from_slice(hasher.finalize().as_bytes());
         let bucket = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % self.buckets;
@@ -102,7 +110,16 @@ impl Addressing {
 
     /// `FactAddressing._bucket_key`: the shard's hash tag keeps each shard in one Redis Cluster slot.
     fn bucket_key(&self, org_tag: &str, bucket: u32) -> String {
-        format!("{}:{{s{}}}:{}:{:x}", self.prefix, bucket % self.shards, org_tag, bucket)
+        // `{prefix}:{{s{shard}}}:{org_tag}:{bucket:x}`, written without the formatting machinery (thousands per batch).
+        let mut key = String::with_capacity(self.prefix.len() + org_tag.len() + 24);
+        key.push_str(&self.prefix);
+        key.push_str(":{s");
+        push_digits(&mut key, bucket % self.shards, 10);
+        key.push_str("}:");
+        key.push_str(org_tag);
+        key.push(':');
+        push_digits(&mut key, bucket, 16);
+        key
     }
 
     fn org_tag(&self, org_id: &str) -> String {
@@ -120,22 +137,79 @@ impl Addressing {
     }
 }
 
-/// The distinct facts of a batch in first-use order: `dict.fromkeys(keys)`.
+/// `value` in base `radix` (10 or 16, lower case), as `format!` writes it.
+fn push_digits(out: &mut String, mut value: u32, radix: u32) {
+    let mut digits = [0u8; 32];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(value % radix) as usize];
+        value /= radix;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| d as char));
+}
+
+/// One subject of a batch: organization, subject group and value (an address, a contact id, "").
+type SubjectKey<'a> = (&'a str, &'static str, &'a str);
+
+/// A subject's position in its [`FactTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subject(u32);
+
+/// The distinct facts of a batch in first-use order (`dict.fromkeys(keys)`), and their
+/// distinct subjects in first-use order: a batch names thousands of facts over fewer
+/// subjects, and a subject is hashed (to its digest and Redis hash) once.
 #[derive(Default)]
 pub struct FactTable<'a> {
-    index: FxHashMap<FactKey<'a>, usize>,
+    subject_index: FxHashMap<SubjectKey<'a>, Subject>,
+    subjects: Vec<SubjectKey<'a>>,
+    index: FxHashMap<(Subject, FactKind, Option<&'a str>), usize>,
     pub facts: Vec<FactKey<'a>>,
+    fact_subjects: Vec<Subject>,
 }
 
 impl<'a> FactTable<'a> {
-    /// The position of `key`, added at the end when new.
-    pub fn intern(&mut self, key: FactKey<'a>) -> usize {
-        let next = self.facts.len();
-        let at = *self.index.entry(key).or_insert(next);
+    /// A table sized for about `facts` facts, so a batch's table does not grow as it fills.
+    pub fn with_capacity(facts: usize) -> Self {
+        FactTable {
+            subject_index: FxHashMap::with_capacity_and_hasher(facts / 2, Default::default()),
+            subjects: Vec::with_capacity(facts / 2),
+            index: FxHashMap::with_capacity_and_hasher(facts, Default::default()),
+            facts: Vec::with_capacity(facts),
+            fact_subjects: Vec::with_capacity(facts),
+        }
+    }
+
+    /// The subject `value` of `group` in `org_id`, added at the end when new.
+    pub fn subject(&mut self, org_id: &'a str, group: &'static str, value: &'a str) -> Subject {
+        let next = Subject(self.subjects.len() as u32);
+        let at = *self.subject_index.entry((org_id, group, value)).or_insert(next);
         if at == next {
-            self.facts.push(key);
+            self.subjects.push((org_id, group, value));
         }
         at
+    }
+
+    /// The position of the `kind` fact (qualified by `qualifier`) about `subject`, added at the end when new.
+    pub fn intern_about(&mut self, subject: Subject, kind: FactKind, qualifier: Option<&'a str>) -> usize {
+        let (org_id, group, value) = self.subjects[subject.0 as usize];
+        debug_assert_eq!(group, kind.placement().0, "a {kind:?} fact is not about a {group} subject");
+        let next = self.facts.len();
+        let at = *self.index.entry((subject, kind, qualifier)).or_insert(next);
+        if at == next {
+            self.facts.push(FactKey { org_id, kind, subject: value, qualifier });
+            self.fact_subjects.push(subject);
+        }
+        at
+    }
+
+    /// The position of `key`, added at the end when new.
+    pub fn intern(&mut self, key: FactKey<'a>) -> usize {
+        let subject = self.subject(key.org_id, key.kind.placement().0, key.subject);
+        self.intern_about(subject, key.kind, key.qualifier)
     }
 }
 
@@ -156,41 +230,54 @@ pub struct Layout {
 /// Groups `table`'s facts by Redis hash (`FactAddressing.group`), hashing each distinct
 /// subject, organization and qualifier of the batch once.
 pub fn lay_out(addressing: &Addressing, table: &FactTable<'_>) -> Layout {
-    let mut subjects: FxHashMap<(&str, &str, &str), (usize, [u8; SUBJECT_DIGEST_BYTES])> = FxHashMap::default();
+    let mut prefixes: FxHashMap<(&str, &str), State> = FxHashMap::default();
     let mut orgs: FxHashMap<&str, String> = FxHashMap::default();
-    let mut qualifiers: FxHashMap<&str, [u8; QUALIFIER_DIGEST_BYTES]> = FxHashMap::default();
     let mut slots: FxHashMap<(&str, u32), usize> = FxHashMap::default();
     let mut keys: Vec<String> = Vec::new();
-    let mut members: Vec<Vec<usize>> = Vec::new();
-    let mut fields: Vec<Vec<u8>> = Vec::new();
     let mut shards: Vec<u32> = Vec::new();
-    let mut located = Vec::with_capacity(table.facts.len());
-    for (at, fact) in table.facts.iter().enumerate() {
-        let (group, tag) = fact.kind.placement();
-        let (slot, digest) = *subjects.entry((fact.org_id, group, fact.subject)).or_insert_with(|| {
-            let (digest, bucket) = addressing.subject_digest(fact.org_id, group, fact.subject);
-            let slot = *slots.entry((fact.org_id, bucket)).or_insert_with(|| {
-                let tag = orgs.entry(fact.org_id).or_insert_with(|| addressing.org_tag(fact.org_id));
+    // Subjects in first-use order: their hashes are created in the order the facts first name them.
+    let placed: Vec<(usize, [u8; SUBJECT_DIGEST_BYTES])> = table
+        .subjects
+        .iter()
+        .map(|&(org_id, group, value)| {
+            let prefix = prefixes.entry((org_id, group)).or_insert_with(|| addressing.subject_prefix(org_id, group));
+            let (digest, bucket) = addressing.subject_digest(prefix, value);
+            let slot = *slots.entry((org_id, bucket)).or_insert_with(|| {
+                let tag = orgs.entry(org_id).or_insert_with(|| addressing.org_tag(org_id));
                 keys.push(addressing.bucket_key(tag, bucket));
                 shards.push(bucket % addressing.shards);
-                members.push(Vec::new());
-                fields.push(Vec::new());
                 keys.len() - 1
             });
             (slot, digest)
-        });
+        })
+        .collect();
+    // Each hash's facts in table order, and the reply positions in hash order.
+    let mut starts = vec![0usize; keys.len() + 1];
+    for subject in &table.fact_subjects {
+        starts[placed[subject.0 as usize].0 + 1] += 1;
+    }
+    for at in 1..starts.len() {
+        starts[at] += starts[at - 1];
+    }
+    let mut fields: Vec<Vec<u8>> = starts.windows(2).map(|w| Vec::with_capacity((w[1] - w[0]) * FIELD_BYTES)).collect();
+    let mut reply_order = vec![0usize; table.facts.len()];
+    let mut qualifiers: FxHashMap<&str, [u8; QUALIFIER_DIGEST_BYTES]> = FxHashMap::default();
+    let mut located = Vec::with_capacity(table.facts.len());
+    for (at, (fact, subject)) in table.facts.iter().zip(&table.fact_subjects).enumerate() {
+        let (slot, digest) = placed[subject.0 as usize];
         let mut field = [0u8; FIELD_BYTES];
         field[..SUBJECT_DIGEST_BYTES].copy_from_slice(&digest);
-        field[SUBJECT_DIGEST_BYTES] = tag;
+        field[SUBJECT_DIGEST_BYTES] = fact.kind.placement().1;
         if let Some(qualifier) = fact.qualifier {
             let digest = qualifiers.entry(qualifier).or_insert_with(|| addressing.qualified(qualifier));
             field[SUBJECT_DIGEST_BYTES + 1..].copy_from_slice(digest);
         }
-        members[slot].push(at);
         fields[slot].extend_from_slice(&field);
+        reply_order[starts[slot]] = at;
+        starts[slot] += 1;
         located.push((slot, field));
     }
-    Layout { keys, fields, shards, located, reply_order: members.concat() }
+    Layout { keys, fields, shards, located, reply_order }
 }
 
 /// A Python `int` written by our encoders: `-?[0-9]+`, answered as `str(int(text))`.
