@@ -25,8 +25,12 @@ pub enum FactKind {
     Silenced,
     DoNotContact,
     OkToEmail,
+    // Last: FACT_KINDS counts the kinds by it.
     OrgSettings,
 }
+
+/// How many [`FactKind`]s there are.
+const FACT_KINDS: usize = FactKind::OrgSettings as usize + 1;
 
 impl FactKind {
     fn placement(self) -> (&'static str, u8) {
@@ -166,7 +170,9 @@ pub struct Subject(u32);
 pub struct FactTable<'a> {
     subject_index: FxHashMap<SubjectKey<'a>, Subject>,
     subjects: Vec<SubjectKey<'a>>,
-    index: FxHashMap<(Subject, FactKind, Option<&'a str>), usize>,
+    /// Per subject, the position of each unqualified fact kind about it (`usize::MAX`: none yet).
+    plain: Vec<[usize; FACT_KINDS]>,
+    qualified: FxHashMap<(Subject, FactKind, &'a str), usize>,
     pub facts: Vec<FactKey<'a>>,
     fact_subjects: Vec<Subject>,
 }
@@ -177,7 +183,8 @@ impl<'a> FactTable<'a> {
         FactTable {
             subject_index: FxHashMap::with_capacity_and_hasher(facts / 2, Default::default()),
             subjects: Vec::with_capacity(facts / 2),
-            index: FxHashMap::with_capacity_and_hasher(facts, Default::default()),
+            plain: Vec::with_capacity(facts / 2),
+            qualified: FxHashMap::with_capacity_and_hasher(facts / 4, Default::default()),
             facts: Vec::with_capacity(facts),
             fact_subjects: Vec::with_capacity(facts),
         }
@@ -189,6 +196,7 @@ impl<'a> FactTable<'a> {
         let at = *self.subject_index.entry((org_id, group, value)).or_insert(next);
         if at == next {
             self.subjects.push((org_id, group, value));
+            self.plain.push([usize::MAX; FACT_KINDS]);
         }
         at
     }
@@ -198,7 +206,17 @@ impl<'a> FactTable<'a> {
         let (org_id, group, value) = self.subjects[subject.0 as usize];
         debug_assert_eq!(group, kind.placement().0, "a {kind:?} fact is not about a {group} subject");
         let next = self.facts.len();
-        let at = *self.index.entry((subject, kind, qualifier)).or_insert(next);
+        // Most facts have no qualifier: a slot per kind finds them without hashing.
+        let at = match qualifier {
+            None => {
+                let slot = &mut self.plain[subject.0 as usize][kind as usize];
+                if *slot == usize::MAX {
+                    *slot = next;
+                }
+                *slot
+            }
+            Some(qualifier) => *self.qualified.entry((subject, kind, qualifier)).or_insert(next),
+        };
         if at == next {
             self.facts.push(FactKey { org_id, kind, subject: value, qualifier });
             self.fact_subjects.push(subject);
