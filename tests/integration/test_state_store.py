@@ -340,3 +340,26 @@ def test_the_cores_packed_read_answers_as_the_stores_own_calls_and_reloads_a_flu
     store.client.script_flush()  # a restarted Redis forgets the script: loaded, then the batch read again
     assert store.read_prepared(batch) == expected
     assert batch.decide(expected.found, 2, "gen=g").suppressed
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_a_read_sees_every_change_of_the_meta_though_unchanged_meta_is_parsed_once(kind, request, settings):
+    if kind == "redis":
+        store = RedisStateStore(client=request.getfixturevalue("redis_client"), addressing=FactAddressing(settings.state))
+    else:
+        cluster = connect(request.getfixturevalue("cluster_settings").redis)
+        store = RedisStateStore(client=cluster, addressing=FactAddressing(settings.state))
+        request.addfinalizer(store.close)
+    status = store.begin_generation({0: 2})
+    store.commit(generation=status.generation, expected={}, progress={0: 1}, writes={EMAIL_FACT: FLAG_SET})
+    first = store.read([EMAIL_FACT, PHONE_FACT]).status
+    assert (first.ready, first.progress[0]) == (False, 1)
+    # Nothing changed: the same status object, the meta hashes not parsed again.
+    assert store.read([EMAIL_FACT, PHONE_FACT]).status is first
+
+    store.commit(generation=status.generation, expected={0: 1}, progress={0: 2}, writes={})
+    advanced = store.read([EMAIL_FACT, PHONE_FACT]).status
+    assert (advanced.ready, advanced.progress[0]) == (True, 2)  # progress and readiness as stored now
+
+    store.clear()  # emptied (FLUSHALL): no generation, whatever was read before
+    assert store.read([EMAIL_FACT, PHONE_FACT]).status.generation is None

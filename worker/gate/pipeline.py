@@ -40,7 +40,7 @@ from worker.kafka.recovery import ConsumerFatal, ProducerFatal, RecoveryBudget, 
 from worker.kafka.transactions import call_kafka, commit_due
 from worker.metrics import Metrics
 from worker.runtime import Backoff, StopSignal, tune_garbage_collector
-from worker.state.store import PackedSnapshot
+from worker.state.store import PackedSnapshot, StoreStatus
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ class Gate:
         )
         self._in_flight: _Batch | None = None
         self._in_flight_dropped = False
+        # The store answers the same status object while its meta is unchanged: described once.
+        self._described: tuple[StoreStatus | None, str] = (None, "")
         # One thread: reads run in batch order on the store's connection.
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sendgate-state-read")
         self.progress = GateProgress()
@@ -303,12 +305,20 @@ class Gate:
 
         self._begin_if_needed()
         now_ms = int(time.time() * 1000)
-        state_text = snapshot.status.describe()
+        state_text = self._state_text(snapshot.status)
         outcome = batch.prepared.decide(snapshot.found, now_ms, state_text)
         self._produce_outcome(batch, outcome, decided_at=now_ms, state=state_text)
         self._advance_offsets(batch.messages)
         phase.labels(phase="produce").observe(time.perf_counter() - t2)
         self._tally(outcome)
+
+    def _state_text(self, status: StoreStatus) -> str:
+        """``status.describe()`` (the details' and headers' state), once per status object."""
+        described, text = self._described
+        if status is not described:
+            text = status.describe()
+            self._described = (status, text)
+        return text
 
     def _produce_outcome(self, batch: _Batch, outcome: Outcome, *, decided_at: int, state: str) -> None:
         """Hand every decided record to librdkafka; undecodable ones go to the dead-letter topic last."""
