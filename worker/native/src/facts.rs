@@ -190,8 +190,9 @@ impl<'a> FactTable<'a> {
         }
     }
 
-    /// The subject `value` of `group` in `org_id`, added at the end when new.
-    pub fn subject(&mut self, org_id: &'a str, group: &'static str, value: &'a str) -> Subject {
+    /// The subject `value` that `org_id`'s facts of `kind` (and of its subject group) are about, added at the end when new.
+    pub fn subject(&mut self, org_id: &'a str, kind: FactKind, value: &'a str) -> Subject {
+        let group = kind.placement().0;
         let next = Subject(self.subjects.len() as u32);
         let at = *self.subject_index.entry((org_id, group, value)).or_insert(next);
         if at == next {
@@ -226,7 +227,7 @@ impl<'a> FactTable<'a> {
 
     /// The position of `key`, added at the end when new.
     pub fn intern(&mut self, key: FactKey<'a>) -> usize {
-        let subject = self.subject(key.org_id, key.kind.placement().0, key.subject);
+        let subject = self.subject(key.org_id, key.kind, key.subject);
         self.intern_about(subject, key.kind, key.qualifier)
     }
 }

@@ -270,7 +270,7 @@ impl GateCore {
             };
             let contact_id = head.contact_id.as_ref();
             // Contact facts come first so they are there even when `to` is invalid.
-            let contact = table.subject(org, "contact", contact_id);
+            let contact = table.subject(org, FactKind::DoNotContact, contact_id);
             let mut slots = FactSlots {
                 do_not_contact: Some(table.intern_about(contact, FactKind::DoNotContact, None)),
                 silenced: Some(table.intern_about(contact, FactKind::Silenced, None)),
@@ -280,12 +280,12 @@ impl GateCore {
                 Channel::Email => {
                     slots.ok_to_email = Some(table.intern_about(contact, FactKind::OkToEmail, None));
                     if let Some(to) = to {
-                        let email = table.subject(org, "email", to);
+                        let email = table.subject(org, FactKind::EmailOptOutOrganization, to);
                         slots.org_opt_out = Some(table.intern_about(email, FactKind::EmailOptOutOrganization, None));
                         slots.user_opt_out = Some(table.intern_about(email, FactKind::EmailOptOutUser, Some(head.user_id.as_ref())));
                         slots.any_user_opt_out = Some(table.intern_about(email, FactKind::EmailOptOutAnyUser, None));
                         slots.unsubscribes = Some(table.intern_about(email, FactKind::EmailUnsubscribes, None));
-                        let organization = table.subject(org, "org", "");
+                        let organization = table.subject(org, FactKind::OrgSettings, "");
                         slots.settings = Some(table.intern_about(organization, FactKind::OrgSettings, None));
                         if let Some(domain) = sender_domain {
                             slots.domain_opt_out = Some(table.intern_about(email, FactKind::EmailOptOutDomain, Some(domain)));
@@ -294,7 +294,7 @@ impl GateCore {
                 }
                 Channel::Sms => {
                     if let Some(to) = to {
-                        let phone = table.subject(org, "phone", to);
+                        let phone = table.subject(org, FactKind::SmsConsent, to);
                         slots.sms_consent = Some(table.intern_about(phone, FactKind::SmsConsent, None));
                     }
                 }
