@@ -13,6 +13,7 @@ the paced run with py-spy (pip install py-spy; every thread, idle included).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -143,8 +144,10 @@ def main() -> None:
         run._teardown()
         groups = [f"{run.names.latency.gate.group_id}-{i}{probe}" for i in range(args.runs) for probe in ("", "-probe")]
         for future in AdminClient(run.names.main.kafka.common_config()).delete_consumer_groups(groups, request_timeout=10).values():
-            with contextlib.suppress(KafkaException):  # a group that never committed does not exist
-                future.result()
+            # A group that never committed does not exist; and an answer that never
+            # comes (seen after a run's gate group was deleted) must not hang the tool.
+            with contextlib.suppress(KafkaException, concurrent.futures.TimeoutError):
+                future.result(timeout=15)
 
 
 if __name__ == "__main__":
