@@ -23,7 +23,7 @@ from worker.gate.outputs import Headers
 from worker.kafka.batches import available_batch
 from worker.kafka.classification import is_fatal
 from worker.kafka.clients import make_consumer, static_member_config, transactional_producer_config
-from worker.kafka.messages import partition_offset
+from worker.kafka.messages import next_offsets
 from worker.kafka.transactions import commit_due
 from worker.runtime import StopSignal
 
@@ -83,7 +83,7 @@ class BareTransactionalLoop:
                     break
                 # The gate's call pattern (worker/kafka/batches.py), so the two differ only in the work between.
                 batch = available_batch(self._consumer, self._gate.batch_max_messages, self._gate.poll_timeout_seconds)
-                messages = [m for m in batch if _usable(m)]
+                messages = _usable_messages(batch)
                 if messages:
                     self._produce(messages)
                     result.records += len(messages)
@@ -123,8 +123,7 @@ class BareTransactionalLoop:
                     break
                 except BufferError:
                     self._producer.poll(0.05)
-            partition, offset = partition_offset(message)
-            self._next_offsets[partition] = offset + 1
+        self._next_offsets.update(next_offsets(messages))
         self._transaction_messages += len(messages)
 
     def _commit(self) -> None:
@@ -134,6 +133,14 @@ class BareTransactionalLoop:
         self._producer.commit_transaction(60)
         self._in_transaction = False
         self._next_offsets.clear()
+
+
+def _usable_messages(batch: list[Message]) -> list[Message]:
+    """The gate's intake pattern (``Gate._accepted``): one pass of a C call a message, message by message only on an error."""
+    messages = [m for m in batch if m.error() is None]
+    if len(messages) < len(batch):
+        messages = [m for m in batch if _usable(m)]
+    return messages
 
 
 def _usable(message: Message) -> bool:

@@ -6,6 +6,9 @@ offset; librdkafka's stubs say ``Optional`` because produced messages may not.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 from confluent_kafka import Message
 
 
@@ -15,6 +18,18 @@ def partition_offset(message: Message) -> tuple[int, int]:
     if partition is None or offset is None:
         raise ValueError("a message without a partition or offset was not consumed")
     return partition, offset
+
+
+def next_offsets(messages: Iterable[Message]) -> dict[int, int]:
+    """Per partition, the offset after the last of consumed ``messages``.
+
+    A consumer returns each partition's messages in offset order, so the last
+    one of a partition is its highest; one dict pass, not a call per message.
+    """
+    last = {message.partition(): message.offset() for message in messages}
+    if None in last or None in last.values():
+        raise ValueError("a message without a partition or offset was not consumed")
+    return {cast(int, partition): cast(int, offset) + 1 for partition, offset in last.items()}
 
 
 def header(message: Message, name: str) -> str | None:
