@@ -24,6 +24,11 @@ from worker.loadgen.producing import ProduceReport, encoded_sends, produce_encod
 from worker.loadgen.progress import progress_bar, tracked
 
 WARM_UP_RECORDS = 20
+# Before the measured requests, this long at the offered rate, not measured: the
+# clock starts on a gate already at that load (its consumer's fetch buffers, the
+# probe's and producer's queues grown), not on its one-step ramp from idle,
+# whose backlog a gate at half its speed then works off for seconds.
+LEAD_IN_SECONDS = 2.0
 
 
 def gate_process(settings: Settings, results: Any) -> None:
@@ -145,6 +150,9 @@ def measure_latency(
 ) -> dict[str, Any]:
     """End-to-end latency through a gate process at ``rate`` requests/s for ``seconds``.
 
+    The measured requests follow ``LEAD_IN_SECONDS`` of unmeasured ones at the
+    same rate, so the percentiles are the gate's at that load, not its ramp.
+
     ``on_gate_started`` is given the gate process's pid once it decides (a
     profiler can attach to it, see tests/perf/bench_latency.py).
     """
@@ -158,6 +166,11 @@ def measure_latency(
     # Encoded before the clock runs; requested_at is then the encoding time, which the probe does not use.
     report = ProduceReport(topic)
     measured = list(encoded_sends(plan.sends(count, base_time_ms=now_ms(), start=first_index, id_prefix="lat"), codec, report.kinds))
+    lead_in_report = ProduceReport(topic)
+    lead_in = list(encoded_sends(
+        plan.sends(int(rate * LEAD_IN_SECONDS), base_time_ms=now_ms(), start=first_index + count + WARM_UP_RECORDS, id_prefix="lead"),
+        codec, lead_in_report.kinds,
+    ))
     child.start()
     probe.start()
     try:
@@ -170,12 +183,14 @@ def measure_latency(
         if on_gate_started is not None and child.pid is not None:
             on_gate_started(child.pid)
         with progress_bar(console) as progress:
+            # Not flushed in between: the measured requests follow the lead-in at the same pace.
+            produce_encoded(producer, topic, lead_in, lead_in_report, rate=rate, flush=False)
             produce_encoded(
                 producer, topic, probe.stamped(measured), report, rate=rate,
                 on_progress=tracked(progress, f"paced at {rate:,.0f}/s", count),
             )
-        if not probe.wait_for(WARM_UP_RECORDS + count, timeout=60, alive=child.is_alive):
-            raise BenchFailed(f"latency: {probe.seen - WARM_UP_RECORDS} of {count} requests visible after 60s")
+        if not probe.wait_for(WARM_UP_RECORDS + len(lead_in) + count, timeout=60, alive=child.is_alive):
+            raise BenchFailed(f"latency: {probe.seen - WARM_UP_RECORDS - len(lead_in)} of {count} requests visible after 60s")
     finally:
         probe.stop()
         child.terminate()  # SIGTERM: the gate finishes its transaction and reports
@@ -196,6 +211,7 @@ def measure_latency(
         "offered_rate": rate,
         "achieved_rate": round(report.records_per_second),
         "seconds": round(report.seconds, 2),
+        "lead_in_seconds": LEAD_IN_SECONDS,
         "records": len(latencies),
         "p50_ms": _percentile(latencies, 0.50),
         "p90_ms": _percentile(latencies, 0.90),
