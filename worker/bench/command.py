@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from worker.bench.config import QUICK, BenchConfig
+from worker.bench.latency import LEAD_IN_SECONDS
 from worker.bench.report import default_output, render
 from worker.bench.run import BenchRun
 from worker.config import Settings
@@ -36,7 +37,8 @@ from worker.terminal import console, run_guarded
               help="Gate runs, each between two baseline runs (B G B ... B); medians and spread reported [3].")
 @click.option("--min-run-seconds", type=click.FloatRange(min=0), default=None,
               help="Measured time of each baseline and gate run: passes over the sends repeat until reached [3].")
-@click.option("--latency-seconds", type=click.FloatRange(min=0.5), default=None, help="Length of the paced run [20].")
+@click.option("--latency-seconds", type=click.FloatRange(min=0.5), default=None,
+              help=f"Length of the measured paced run, after {LEAD_IN_SECONDS:g} s unmeasured at the same rate [20].")
 @click.option("--latency-rate", type=click.FloatRange(min=1), default=None, help="Offered load, requests/s [half the gate's].")
 @click.option("--seed", type=int, default=None, help="Seed of the generated world [1].")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
