@@ -33,14 +33,14 @@ SENDGATE_COMMANDS = {"topics": ["topics", "create"], "applier": ["preferences"],
 
 
 def _deploy_files(*suffixes: str) -> list[Path]:
-    return sorted(
-        path
-        for path in DEPLOY.rglob("*")
-        if path.is_file()
-        and path.suffix in suffixes
-        # Hidden folders (deploy/local/.state) hold local-stack runtime data.
-        and not any(part.startswith(".") for part in path.relative_to(DEPLOY).parts)
-    )
+    found: list[Path] = []
+    for root, folders, files in os.walk(DEPLOY):
+        # Hidden folders (deploy/local/.state) hold local-stack runtime data: not
+        # walked at all, since the running broker deletes topic folders in there
+        # (rglob raised FileNotFoundError on one while make test ran).
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found.extend(Path(root) / name for name in files if not name.startswith(".") and Path(name).suffix in suffixes)
+    return sorted(found)
 
 
 def _load_all(path: Path) -> list[Any]:
