@@ -127,6 +127,7 @@ def produce_encoded(
     """
     started = time.monotonic()
     iterator = iter(items)
+    produce = producer.produce
     sent = size = polled = 0
     while True:
         count = _records_due(started, sent, rate) if rate > 0 else CHUNK_MAX
@@ -135,7 +136,7 @@ def produce_encoded(
             break
         for key, value in chunk:
             try:
-                producer.produce(topic, value, key)
+                produce(topic, value, key)
             except BufferError:
                 _produce_when_queue_frees(producer, topic, key, value)
             size += len(value)
@@ -164,10 +165,12 @@ def _records_due(started: float, sent: int, rate: float) -> int:
     shorter than that oversleep), and a chunk is capped so a producer that
     fell behind catches up in steps.
     """
-    delay = started + sent / rate - time.monotonic()
+    now = time.monotonic()
+    delay = started + sent / rate - now
     if delay > PACE_TOLERANCE_SECONDS:
         time.sleep(delay)
-    due = int((time.monotonic() + PACE_TOLERANCE_SECONDS - started) * rate) + 1 - sent
+        now = time.monotonic()
+    due = int((now + PACE_TOLERANCE_SECONDS - started) * rate) + 1 - sent
     return max(1, min(due, CHUNK_MAX))
 
 
